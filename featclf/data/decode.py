@@ -1,0 +1,186 @@
+"""Decoding one image file into a uint8 array: the only place featclf opens image files.
+
+Every path that reads images (the extractor, the trainer, the CLI, the Ray engine) calls
+:func:`decode_image`, so every one of them handles awkward files the same way.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+#: Default upper bound on the pixels of one image (width x height). Larger files are refused
+#: instead of being decoded, which protects a job from decompression bombs. Pillow's own default
+#: warning threshold is about 89 million pixels; featclf refuses at twice that, like Pillow does.
+DEFAULT_MAX_PIXELS = 2 * 89_478_485
+
+# Truncated files must fail, not be silently padded with grey.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class ImageDecodeError(ValueError):
+    """An image file could not be turned into pixels.
+
+    Parameters
+    ----------
+    path : str
+        The file that failed.
+    reason : str
+        Why, in words a user can act on.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot read image {self.path!r}: {reason}")
+
+    def __reduce__(self):  # keep path and reason when the error crosses a process boundary
+        return (type(self), (self.path, self.reason))
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """Bring 16/32-bit and float modes to 8-bit grey by scaling their actual range."""
+    arr = np.asarray(img)
+    if img.mode.startswith("I;16") or img.mode == "I":
+        # 16-bit files store 0..65535; scale by the type's range, not the image's, so that
+        # two exposures of the same scene keep their relative brightness.
+        top = 65535.0 if arr.max(initial=0) > 255 or img.mode.startswith("I;16") else 255.0
+        arr = np.clip(arr.astype(np.float64) * (255.0 / top), 0, 255)
+    else:  # "F": floats of unknown range
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+    return Image.fromarray(np.round(arr).astype(np.uint8), mode="L")
+
+
+def _normalise_mode(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to "L" (grey) or "RGB", compositing transparency on white."""
+    if img.mode in ("L", "RGB"):
+        return img
+    if img.mode == "1":
+        return img.convert("L")
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        return _to_8bit(img)
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("LA", "La", "PA"):
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "RGBa"):
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, img.convert("RGBA")).convert("RGB")
+    # CMYK, YCbCr, LAB, HSV: Pillow knows the conversion.
+    return img.convert("RGB")
+
+
+def decode_image(source: str | os.PathLike | bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 name: str | None = None) -> np.ndarray:
+    """Decode an image file into a ``(H, W, C)`` uint8 array with ``C`` 1 (grey) or 3 (RGB).
+
+    Palette, RGBA (composited on white), CMYK, 16-bit and 1-bit images are converted; EXIF
+    orientation is applied; animated images give their first frame.
+
+    Parameters
+    ----------
+    source : str, path-like or bytes
+        The file, or its bytes.
+    max_pixels : int or None, default=DEFAULT_MAX_PIXELS
+        Refuse images with more pixels than this (decompression-bomb guard). ``None`` disables it.
+    name : str, optional
+        What to call the image in errors when ``source`` is bytes.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8`` array of shape ``(H, W, 1)`` or ``(H, W, 3)``.
+
+    Raises
+    ------
+    ImageDecodeError
+        The file is missing, empty, truncated, not an image, too large, or in a format Pillow
+        cannot read. The message names the file and the reason.
+
+    Examples
+    --------
+    >>> import io
+    >>> from PIL import Image
+    >>> buf = io.BytesIO(); Image.new("RGBA", (4, 2), (255, 0, 0, 0)).save(buf, "PNG")
+    >>> decode_image(buf.getvalue()).shape  # fully transparent red on white is white
+    (2, 4, 3)
+    """
+    if isinstance(source, bytes):
+        return decode_image_bytes(source, name=name or "<bytes>", max_pixels=max_pixels)
+    label = name or os.fspath(source)
+    try:
+        data = Path(source).read_bytes()
+    except FileNotFoundError:
+        raise ImageDecodeError(label, "file not found") from None
+    except IsADirectoryError:
+        raise ImageDecodeError(label, "is a directory, not an image file") from None
+    except PermissionError:
+        raise ImageDecodeError(label, "permission denied") from None
+    except OSError as exc:
+        raise ImageDecodeError(label, f"read failed: {exc.strerror or exc}") from None
+    return decode_image_bytes(data, name=label, max_pixels=max_pixels)
+
+
+def decode_image_bytes(data: bytes, *, name: str,
+                       max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode image bytes already in memory; see :func:`decode_image`.
+
+    Parameters
+    ----------
+    data : bytes
+        The encoded image.
+    name : str
+        The file name used in error messages.
+    max_pixels : int or None
+        Decompression-bomb limit.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8`` array ``(H, W, 1)`` or ``(H, W, 3)``.
+
+    Examples
+    --------
+    >>> decode_image_bytes(b"", name="empty.png")
+    Traceback (most recent call last):
+    ...
+    featclf.data.decode.ImageDecodeError: cannot read image 'empty.png': empty file (0 bytes)
+    """
+    if len(data) == 0:
+        raise ImageDecodeError(name, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageDecodeError(
+                    name, f"{width}x{height} = {width * height:,} pixels exceeds max_pixels="
+                    f"{max_pixels:,} (possible decompression bomb; raise max_pixels to allow it)")
+            img.seek(0)  # animated GIF/PNG/WebP: the first frame
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            img = _normalise_mode(img)
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageDecodeError(name, "not an image file, or a format Pillow cannot read") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(name, f"decompression bomb refused: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        text = str(exc)
+        if "truncated" in text or "broken data stream" in text or isinstance(exc, EOFError):
+            raise ImageDecodeError(name, f"truncated or damaged file ({text})") from None
+        raise ImageDecodeError(name, f"damaged or unsupported image ({text})") from None
+    arr = np.array(img, dtype=np.uint8)  # a writable copy, so torch.from_numpy can share it
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.size == 0:
+        raise ImageDecodeError(name, "image has no pixels")
+    return np.ascontiguousarray(arr)

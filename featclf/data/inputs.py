@@ -1,0 +1,387 @@
+"""Turning what users pass as ``X`` into batches of model-ready tensors.
+
+Every estimator and command in featclf calls :func:`as_image_source` on its input and then
+:meth:`ImageSource.iter_batches`, so arrays, tensors, path lists and :class:`ImageFiles` are
+validated, decoded, preprocessed and batched the same way everywhere.
+
+Accepted ``X``:
+
+* numeric arrays or tensors ``(n, H, W)``, ``(n, H, W, C)`` or ``(n, C, H, W)`` with ``C`` 1 or 3;
+  ``(n, s*s)`` flattened square grey images (scikit-learn's usual layout for MNIST) too;
+* a list, tuple, 1-D string array or pandas Series of image paths;
+* :class:`~featclf.data.files.ImageFiles` (from :func:`~featclf.data.files.image_files`).
+
+``uint8`` (and integer arrays within 0-255) are pixel values; float arrays in ``(n, H, W)`` or
+``(n, H, W, C)`` layout are intensities in ``[0, 1]``; float ``(n, C, H, W)`` arrays are taken as
+already preprocessed ("model-ready") and are left alone by ``preprocess="auto"``.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from featclf.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
+from featclf.data.files import ImageFiles
+from featclf.fingerprint import digest_array, digest_bytes
+
+ON_ERROR = ("raise", "skip")
+Preprocess = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class InputError:
+    """One input that could not be used: its position, what it was, and why."""
+
+    index: int
+    source: str
+    reason: str
+
+
+@dataclass
+class Batch:
+    """A batch of images ready for a model, and the inputs of this batch that failed.
+
+    Attributes
+    ----------
+    indices : numpy.ndarray
+        Positions (in the source) of the rows of ``images``.
+    images : torch.Tensor
+        ``(len(indices), C, H, W)`` tensor.
+    errors : list of InputError
+        Inputs in this stretch of the source that were skipped.
+    """
+
+    indices: np.ndarray
+    images: torch.Tensor
+    errors: list[InputError] = field(default_factory=list)
+
+
+def check_on_error(on_error: str) -> str:
+    """Validate an ``on_error`` argument.
+
+    Examples
+    --------
+    >>> check_on_error("skip")
+    'skip'
+    """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error={on_error!r} is not one of {ON_ERROR}")
+    return on_error
+
+
+class ImageSource(abc.ABC):
+    """Base class of the validated inputs: a sized sequence of images."""
+
+    kind: str = "abstract"
+    model_ready: bool = False
+
+    @abc.abstractmethod
+    def __len__(self) -> int:
+        """Number of images."""
+
+    @abc.abstractmethod
+    def describe(self, index: int) -> str:
+        """How to name item ``index`` in messages and error manifests."""
+
+    @abc.abstractmethod
+    def digests(self) -> list[str | None]:
+        """Content digest of every item (None for files that cannot be read)."""
+
+    @abc.abstractmethod
+    def subset(self, indices: Sequence[int] | np.ndarray) -> ImageSource:
+        """The items at ``indices``, in that order."""
+
+    @abc.abstractmethod
+    def iter_batches(self, *, batch_size: int, preprocess: Preprocess | None,
+                     num_workers: int = 0, on_error: str = "raise", pin_memory: bool = False,
+                     max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Iterator[Batch]:
+        """Yield :class:`Batch` objects in order; memory stays bounded by ``batch_size``."""
+
+
+class ArraySource(ImageSource):
+    """In-memory images: a ``(n, C, H, W)`` tensor (a view of the user's array when possible)."""
+
+    kind = "array"
+
+    def __init__(self, images: torch.Tensor, *, model_ready: bool) -> None:
+        self.images = images
+        self.model_ready = model_ready
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def describe(self, index: int) -> str:
+        return f"row {index}"
+
+    def digests(self) -> list[str | None]:
+        return [digest_array(row) for row in self.images]
+
+    def subset(self, indices) -> ArraySource:
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        return ArraySource(self.images.index_select(0, idx), model_ready=self.model_ready)
+
+    def iter_batches(self, *, batch_size, preprocess, num_workers=0, on_error="raise",
+                     pin_memory=False, max_pixels=DEFAULT_MAX_PIXELS) -> Iterator[Batch]:
+        n = len(self)
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            chunk = self.images[start:stop]
+            if preprocess is not None:
+                chunk = preprocess(chunk)
+            if pin_memory:
+                chunk = chunk.pin_memory()
+            yield Batch(np.arange(start, stop), chunk)
+
+
+class _DecodeDataset(Dataset):
+    """Decode + preprocess one file; failures come back as values, not exceptions, so the
+    main process applies the ``on_error`` policy the same way with or without workers."""
+
+    def __init__(self, paths: list[str], preprocess: Preprocess | None,
+                 max_pixels: int | None) -> None:
+        self.paths = paths
+        self.preprocess = preprocess
+        self.max_pixels = max_pixels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        try:
+            pixels = decode_image(self.paths[index], max_pixels=self.max_pixels)
+            image = torch.from_numpy(pixels).permute(2, 0, 1)
+            if self.preprocess is not None:
+                image = self.preprocess(image)
+            return index, image, None
+        except ImageDecodeError as exc:
+            return index, None, exc.reason
+        except (ValueError, RuntimeError) as exc:  # preprocessing refused this image
+            return index, None, f"preprocessing failed: {exc}"
+
+
+def _collate(items):
+    good = [(i, img) for i, img, err in items if err is None]
+    errors = [(i, err) for i, _, err in items if err is not None]
+    indices = np.asarray([i for i, _ in good], dtype=np.int64)
+    if good:
+        shapes = {tuple(img.shape) for _, img in good}
+        if len(shapes) > 1:
+            raise ValueError(f"images in one batch have different shapes {sorted(shapes)}; "
+                             "use a preprocess that resizes (preprocess='auto') to batch them")
+        images = torch.stack([img for _, img in good])
+    else:
+        images = torch.empty(0)
+    return indices, images, errors
+
+
+class FileSource(ImageSource):
+    """Image files on disk, decoded by :func:`~featclf.data.decode.decode_image`."""
+
+    kind = "files"
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.paths = [os.fspath(p) for p in paths]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def describe(self, index: int) -> str:
+        return self.paths[index]
+
+    def digests(self) -> list[str | None]:
+        out: list[str | None] = []
+        for p in self.paths:
+            try:
+                out.append(digest_bytes(Path(p).read_bytes()))
+            except OSError:
+                out.append(None)
+        return out
+
+    def subset(self, indices) -> FileSource:
+        return FileSource([self.paths[int(i)] for i in indices])
+
+    def iter_batches(self, *, batch_size, preprocess, num_workers=0, on_error="raise",
+                     pin_memory=False, max_pixels=DEFAULT_MAX_PIXELS) -> Iterator[Batch]:
+        check_on_error(on_error)
+        loader = DataLoader(_DecodeDataset(self.paths, preprocess, max_pixels),
+                            batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                            collate_fn=_collate, pin_memory=pin_memory,
+                            persistent_workers=False)
+        for indices, images, errors in loader:
+            failures = [InputError(i, self.paths[i], reason) for i, reason in errors]
+            if failures and on_error == "raise":
+                first = failures[0]
+                raise ImageDecodeError(first.source, first.reason + " (pass on_error='skip' to "
+                                       "skip unreadable images and list them instead)")
+            yield Batch(indices, images, failures)
+
+
+def _is_path_like(x) -> bool:
+    return isinstance(x, str | os.PathLike)
+
+
+def _array_layout(shape: tuple[int, ...], is_tensor: bool) -> str:
+    """Name the layout of a 4-D image array: "nchw" or "nhwc"."""
+    c_first, c_last = shape[1] in (1, 3), shape[3] in (1, 3)
+    if c_first and not c_last:
+        return "nchw"
+    if c_last and not c_first:
+        return "nhwc"
+    if c_first and c_last:  # (n, 3, H, 3): tensors are channels-first by convention
+        return "nchw" if is_tensor else "nhwc"
+    raise ValueError(f"X has shape {shape}: cannot find a channel axis of size 1 or 3 "
+                     "(expected (n, C, H, W) or (n, H, W, C) with C = 1 (grey) or 3 (RGB))")
+
+
+def _validate_numeric(arr: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
+    """Checks shared by arrays and tensors; returns a CPU tensor of the same shape."""
+    if isinstance(arr, np.ndarray):
+        if arr.dtype == object:
+            raise ValueError(f"{name} is an object array; pass a numeric array of images or a "
+                             "list of file paths")
+        if arr.dtype.kind not in "uif":
+            raise ValueError(f"{name} has dtype {arr.dtype}; images must be uint8, integer "
+                             "0-255 or float")
+        if arr.dtype.kind == "f" and arr.dtype != np.float32:
+            arr = arr.astype(np.float32)
+        tensor = torch.from_numpy(np.ascontiguousarray(arr) if not arr.flags.c_contiguous
+                                  and not arr.flags.f_contiguous else arr)
+    else:
+        tensor = arr.detach()
+        if tensor.is_complex() or tensor.dtype == torch.bool:
+            raise ValueError(f"{name} has dtype {tensor.dtype}; images must be uint8, integer "
+                             "0-255 or float")
+        if tensor.is_floating_point() and tensor.dtype != torch.float32:
+            tensor = tensor.float()
+    if tensor.ndim == 0 or tensor.shape[0] == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(tensor.shape)}); pass at least one image")
+    if tensor.is_floating_point():
+        if not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).reshape(tensor.shape[0], -1).any(1).nonzero()[0])
+            raise ValueError(f"{name} contains NaN or infinity (first at row {bad}); images must "
+                             "be finite")
+    elif tensor.dtype != torch.uint8:
+        lo, hi = int(tensor.min()), int(tensor.max())
+        if lo < 0 or hi > 255:
+            raise ValueError(f"{name} has integer values in [{lo}, {hi}]; integer images must "
+                             "lie in 0-255 (or pass floats)")
+        tensor = tensor.to(torch.uint8)
+    return tensor
+
+
+def as_image_source(X, *, name: str = "X") -> ImageSource:
+    """Validate ``X`` and wrap it as an :class:`ImageSource`.
+
+    Parameters
+    ----------
+    X : array-like, torch.Tensor, sequence of paths or ImageFiles
+        See the module docstring for the accepted layouts.
+    name : str
+        The argument's name in error messages.
+
+    Returns
+    -------
+    ImageSource
+        :class:`ArraySource` or :class:`FileSource`.
+
+    Raises
+    ------
+    ValueError
+        Empty input, wrong rank or channel count, NaN/inf, object arrays, values outside 0-255
+        for integer images.
+
+    Examples
+    --------
+    >>> src = as_image_source(np.zeros((5, 28, 28), dtype=np.uint8))
+    >>> src.kind, len(src), tuple(src.images.shape)
+    ('array', 5, (5, 1, 28, 28))
+    >>> as_image_source(np.zeros((0, 28, 28)))
+    Traceback (most recent call last):
+    ...
+    ValueError: X is empty (shape (0, 28, 28)); pass at least one image
+    """
+    if isinstance(X, ImageFiles):
+        if len(X) == 0:
+            raise ValueError(f"{name} is an empty ImageFiles list")
+        return FileSource(X.paths)
+    if isinstance(X, ImageSource):
+        return X
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        pd = None
+    if pd is not None and isinstance(X, pd.Series):
+        X = X.tolist()
+    if pd is not None and isinstance(X, pd.DataFrame):
+        X = X.to_numpy()
+    if isinstance(X, np.ndarray) and X.dtype.kind in "US":
+        X = X.tolist()
+    if isinstance(X, list | tuple):
+        if len(X) == 0:
+            raise ValueError(f"{name} is an empty list; pass at least one image")
+        if all(_is_path_like(p) for p in X):
+            return FileSource(list(X))
+        bad = next(p for p in X if not _is_path_like(p))
+        if isinstance(bad, np.ndarray | torch.Tensor | list | tuple | int | float):
+            X = np.asarray(X)
+        else:
+            raise ValueError(f"{name} mixes file paths with {type(bad).__name__} objects; pass "
+                             "a list of paths or a numeric array")
+    if isinstance(X, np.ndarray) and X.dtype == object:
+        raise ValueError(f"{name} is an object array; pass a numeric array of images or a list "
+                         "of file paths")
+    if not isinstance(X, np.ndarray | torch.Tensor):
+        raise ValueError(f"{name} of type {type(X).__name__} is not an image input: pass an "
+                         "array (n, H, W[, C]), a tensor, a list of paths or image_files(...)")
+    is_tensor = isinstance(X, torch.Tensor)
+    tensor = _validate_numeric(X, name)
+    shape = tuple(tensor.shape)
+    if tensor.ndim == 2:
+        side = math.isqrt(shape[1])
+        if side * side != shape[1] or side == 0:
+            raise ValueError(f"{name} has shape {shape}: a 2-D input must be flattened square "
+                             "grey images (n, s*s); otherwise pass (n, H, W) or (n, H, W, C)")
+        tensor = tensor.reshape(shape[0], 1, side, side)
+        return ArraySource(tensor, model_ready=False)
+    if tensor.ndim == 3:
+        return ArraySource(tensor.unsqueeze(1), model_ready=False)
+    if tensor.ndim == 4:
+        layout = _array_layout(shape, is_tensor)
+        if layout == "nhwc":
+            return ArraySource(tensor.permute(0, 3, 1, 2), model_ready=False)
+        return ArraySource(tensor, model_ready=tensor.is_floating_point())
+    raise ValueError(f"{name} has {tensor.ndim} dimensions (shape {shape}); expected images "
+                     "(n, H, W), (n, H, W, C) or (n, C, H, W)")
+
+
+def check_labels(y, n: int, *, name: str = "y") -> np.ndarray:
+    """Validate labels against the number of inputs.
+
+    Examples
+    --------
+    >>> check_labels([0, 1], 3)
+    Traceback (most recent call last):
+    ...
+    ValueError: X has 3 images but y has 2 labels; they must match
+    """
+    if y is None:
+        raise ValueError(f"{name} is required")
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        arr = arr.reshape(-1) if arr.ndim == 2 and arr.shape[1] == 1 else arr
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if len(arr) != n:
+        raise ValueError(f"X has {n} images but {name} has {len(arr)} labels; they must match")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+    return arr

@@ -1,0 +1,158 @@
+"""Preprocessing: turning decoded images into what a model expects, and training augmentation.
+
+Images enter as ``uint8`` tensors (0-255) or float tensors in ``[0, 1]``, shaped ``(C, H, W)``
+or ``(N, C, H, W)``; :class:`ImagePreprocess` returns normalised float32 tensors of the model's
+size and channel count. It runs on whatever device its input lives on, so on a GPU the uint8
+batch is copied first (4x fewer bytes) and preprocessed there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MNIST_MEAN = (0.1307,)
+MNIST_STD = (0.3081,)
+
+
+@dataclass(frozen=True)
+class ImagePreprocess:
+    """Resize, convert channels and normalise images for one model.
+
+    Grey images given to a 3-channel model are repeated to RGB; RGB images given to a 1-channel
+    model are converted to grey (ITU-R 601 luma). Images are resized with antialiasing.
+
+    Parameters
+    ----------
+    size : int or (int, int)
+        Output height and width.
+    channels : {1, 3}
+        Channels the model takes.
+    mean, std : tuple of float
+        Per-channel normalisation applied after scaling to ``[0, 1]``.
+    resize : int or None
+        When set, first resize the shorter side to this, then centre-crop to ``size`` (the
+        ImageNet evaluation recipe, 256 then 224). When None, resize straight to ``size``.
+
+    Examples
+    --------
+    >>> pre = ImagePreprocess(size=32, channels=3, mean=(0.5,) * 3, std=(0.5,) * 3)
+    >>> pre(torch.zeros(2, 1, 28, 28, dtype=torch.uint8)).shape
+    torch.Size([2, 3, 32, 32])
+    """
+
+    size: int | tuple[int, int]
+    channels: int = 3
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    resize: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise ValueError(f"ImagePreprocess: channels must be 1 or 3, got {self.channels}")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ValueError(f"ImagePreprocess: mean and std need {self.channels} values each")
+        # Lists from JSON metadata become tuples so the object stays hashable.
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        if not isinstance(self.size, int):
+            object.__setattr__(self, "size", tuple(int(s) for s in self.size))
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """``(height, width)`` of the output."""
+        return (self.size, self.size) if isinstance(self.size, int) else tuple(self.size)
+
+    def to_dict(self) -> dict:
+        """JSON-able description (stored in checkpoints and used in cache keys)."""
+        d = asdict(self)
+        d["size"] = list(self.output_size)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ImagePreprocess:
+        """Inverse of :meth:`to_dict`."""
+        return cls(size=tuple(d["size"]), channels=int(d["channels"]), mean=tuple(d["mean"]),
+                   std=tuple(d["std"]), resize=d.get("resize"))
+
+    def to_float(self, images: torch.Tensor) -> torch.Tensor:
+        """Scale to float32 ``[0, 1]`` and fix the channel count and size, without normalising."""
+        x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+        c = x.shape[-3]
+        if c != self.channels:
+            if c == 1:
+                x = x.expand(*x.shape[:-3], 3, *x.shape[-2:])
+            elif c == 3:
+                x = F.rgb_to_grayscale(x, num_output_channels=1)
+            else:
+                raise ValueError(f"images have {c} channels; featclf takes 1 (grey) or 3 (RGB)")
+        out_h, out_w = self.output_size
+        if self.resize is not None:
+            if min(x.shape[-2:]) != self.resize:
+                x = F.resize(x, [self.resize], antialias=True)
+            if tuple(x.shape[-2:]) != (out_h, out_w):
+                x = F.center_crop(x, [out_h, out_w])
+        elif tuple(x.shape[-2:]) != (out_h, out_w):
+            x = F.resize(x, [out_h, out_w], antialias=True)
+        return x
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the per-channel mean/std to float images in ``[0, 1]``."""
+        mean = torch.as_tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        std = torch.as_tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        return (x - mean) / std
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.normalize(self.to_float(images)).contiguous()
+
+
+def seed_augmentation(*, degrees: float = 20.0, shift: float = 0.2,
+                      horizontal_flip: bool = True) -> v2.Transform:
+    """The seed tutorial's Keras ``ImageDataGenerator`` augmentation as torchvision v2 transforms.
+
+    ``rotation_range=20, width_shift_range=0.2, height_shift_range=0.2, horizontal_flip=True``.
+    The generator's featurewise centring and std normalisation are the trainer's job: it fits
+    the mean and std on the training images (see ``SoftmaxClassifier(augment="seed")``).
+
+    Parameters
+    ----------
+    degrees : float
+        Largest rotation either way.
+    shift : float
+        Largest shift as a fraction of width/height.
+    horizontal_flip : bool
+        Flip half the images left-right.
+
+    Returns
+    -------
+    torchvision.transforms.v2.Transform
+        Works on float ``(N, C, H, W)`` batches.
+
+    Examples
+    --------
+    >>> aug = seed_augmentation()
+    >>> aug(torch.rand(4, 1, 28, 28)).shape
+    torch.Size([4, 1, 28, 28])
+    """
+    steps: list[v2.Transform] = [v2.RandomAffine(degrees=degrees, translate=(shift, shift))]
+    if horizontal_flip:
+        steps.append(v2.RandomHorizontalFlip())
+    return v2.Compose(steps)
+
+
+def as_size(size: int | Sequence[int]) -> tuple[int, int]:
+    """``(h, w)`` from an int or a pair.
+
+    Examples
+    --------
+    >>> as_size(28), as_size((32, 48))
+    ((28, 28), (32, 48))
+    """
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))

@@ -1,0 +1,189 @@
+"""Removing a classifier's head and reading features from any named layer.
+
+The penultimate features are what the final classification layer receives: featclf gets them by
+replacing that layer with ``nn.Identity`` (timm's ``num_classes=0`` idea). Any other layer is
+read with torchvision's ``create_feature_extractor``, by graph node name; convolutional maps are
+pooled or flattened into vectors.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+
+import torch
+from torch import nn
+from torchvision.models.feature_extraction import (
+    create_feature_extractor,
+    get_graph_node_names,
+)
+
+POOLINGS = ("avg", "max", "flatten")
+
+
+def find_head(module: nn.Module) -> str:
+    """Name of a network's final classification layer: its last ``nn.Linear``.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A classifier.
+
+    Returns
+    -------
+    str
+        Qualified module name, e.g. ``"fc"`` or ``"classifier.6"``.
+
+    Examples
+    --------
+    >>> import torchvision
+    >>> find_head(torchvision.models.alexnet())
+    'classifier.6'
+    """
+    linear = [name for name, m in module.named_modules() if isinstance(m, nn.Linear)]
+    if not linear:
+        raise ValueError(f"{type(module).__name__} has no nn.Linear layer to treat as its head; "
+                         "pass layer='<node name>' to choose the features explicitly")
+    return linear[-1]
+
+
+def _set_submodule(module: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = module.get_submodule(parent_name) if parent_name else module
+    setattr(parent, child, new)
+
+
+def without_head(module: nn.Module, head: str) -> nn.Module:
+    """A copy of ``module`` whose ``head`` layer is replaced by ``nn.Identity``.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The classifier (left unchanged).
+    head : str
+        Qualified name of the layer to remove.
+
+    Returns
+    -------
+    torch.nn.Module
+        Outputs the head's input: the penultimate features.
+    """
+    headless = copy.deepcopy(module)
+    _set_submodule(headless, head, nn.Identity())
+    return headless
+
+
+def replace_head(module: nn.Module, head: str, num_classes: int) -> nn.Module:
+    """Give ``module`` a new, freshly initialised head with ``num_classes`` outputs (in place).
+
+    Examples
+    --------
+    >>> m = replace_head(nn.Sequential(nn.Linear(4, 3)), "0", 5)
+    >>> m[0].out_features
+    5
+    """
+    old = module.get_submodule(head)
+    if not isinstance(old, nn.Linear):
+        raise ValueError(f"head {head!r} is a {type(old).__name__}, not nn.Linear")
+    _set_submodule(module, head, nn.Linear(old.in_features, num_classes,
+                                           bias=old.bias is not None))
+    return module
+
+
+def layer_names(module: nn.Module) -> list[str]:
+    """The graph node names (eval mode) that ``layer=`` accepts, in execution order."""
+    return list(get_graph_node_names(module)[1])
+
+
+def check_layer(module: nn.Module, layer: str) -> None:
+    """Raise a ValueError listing the valid names when ``layer`` is not a node of ``module``."""
+    names = layer_names(module)
+    # A module name stands for the output of that module's last node (torchvision's rule).
+    if layer in names or any(n.startswith(layer + ".") for n in names):
+        return
+    close = difflib.get_close_matches(layer, names, n=5)
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise ValueError(f"layer={layer!r} is not a node of {type(module).__name__}.{hint} Valid "
+                     f"names: {', '.join(names)}")
+
+
+def pool_features(x: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Turn a layer's output into ``(n, d)`` vectors.
+
+    ``(n, C, H, W)`` maps: ``avg``/``max`` pool over space (d = C), ``flatten`` keeps every
+    value (d = C*H*W). ``(n, L, D)`` token sequences pool over L. ``(n, d)`` passes unchanged.
+
+    Examples
+    --------
+    >>> pool_features(torch.ones(2, 8, 3, 3), "flatten").shape
+    torch.Size([2, 72])
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling={pooling!r} is not one of {POOLINGS}")
+    if x.ndim <= 2:
+        return x.reshape(x.shape[0], -1)
+    if pooling == "flatten":
+        return x.flatten(1)
+    dims = tuple(range(2, x.ndim)) if x.ndim == 4 else (1,)
+    return x.mean(dim=dims) if pooling == "avg" else x.amax(dim=dims)
+
+
+class PooledFeatures(nn.Module):
+    """Wraps a network so that its forward returns ``(n, d)`` vectors of one layer.
+
+    Parameters
+    ----------
+    body : torch.nn.Module
+        A headless network, or a ``create_feature_extractor`` graph module returning a dict.
+    pooling : {"avg", "max", "flatten"}
+        How maps become vectors.
+    """
+
+    def __init__(self, body: nn.Module, pooling: str) -> None:
+        super().__init__()
+        self.body = body
+        self.pooling = pooling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        if isinstance(out, dict):
+            out = out["features"]
+        return pool_features(out, self.pooling)
+
+
+def feature_model(module: nn.Module, *, layer: str | None, head: str | None,
+                  pooling: str = "avg") -> PooledFeatures:
+    """A network that maps images to feature vectors of ``layer`` (default: the head's input).
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A trained classifier (not modified).
+    layer : str or None
+        A graph node name, or None for the penultimate features.
+    head : str or None
+        The classification layer to remove when ``layer`` is None (default: the last Linear).
+    pooling : {"avg", "max", "flatten"}
+        How maps become vectors.
+
+    Returns
+    -------
+    PooledFeatures
+
+    Examples
+    --------
+    >>> from featclf.models.seed import LeNet5
+    >>> feature_model(LeNet5(), layer=None, head="output")(torch.zeros(3, 1, 28, 28)).shape
+    torch.Size([3, 84])
+    >>> feature_model(LeNet5(), layer="c3", head=None, pooling="max")(
+    ...     torch.zeros(3, 1, 28, 28)).shape
+    torch.Size([3, 16])
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling={pooling!r} is not one of {POOLINGS}")
+    if layer is None:
+        body = without_head(module, head or find_head(module))
+    else:
+        check_layer(module, layer)
+        body = create_feature_extractor(copy.deepcopy(module), return_nodes={layer: "features"})
+    return PooledFeatures(body, pooling).eval()

@@ -1,0 +1,291 @@
+"""scikit-learn pipelines that classify deep features: scaling/PCA + SVM or logistic regression.
+
+Every builder returns a plain :class:`sklearn.pipeline.Pipeline` whose steps have fixed names,
+so one parameter grid fits all of them::
+
+    l2     Normalizer()                       (l2_normalize=True)
+    scale  StandardScaler()                   (scale="standard")
+    pca    PCA(n_components=pca, whiten=...)  (pca is not None)
+    clf    the classifier                     (always; its C is ``clf__C``)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import Normalizer, StandardScaler
+from sklearn.svm import SVC, LinearSVC
+
+__all__ = ["CLASSIFIERS", "SVM_KINDS", "c_grid", "make_classifier", "make_logistic", "make_svm"]
+
+#: The classifier names :func:`make_classifier` accepts (and ``featclf.compare`` reports).
+CLASSIFIERS: tuple[str, ...] = ("linear_svm", "crammer_singer_svm", "rbf_svm", "logistic")
+
+#: The ``kind`` values :func:`make_svm` accepts.
+SVM_KINDS: tuple[str, ...] = ("linear", "crammer_singer", "rbf")
+
+# log10 of the smallest and largest C of each sweep.
+_C_RANGES: dict[str, tuple[int, int]] = {
+    "linear": (-3, 2),
+    "crammer_singer": (-3, 2),
+    "rbf": (-1, 3),
+    "logistic": (-3, 2),
+}
+_ALIASES = {"linear_svm": "linear", "crammer_singer_svm": "crammer_singer", "rbf_svm": "rbf"}
+
+# LinearSVC (liblinear) on unnormalised deep features often needs more than its default 1000.
+_LINEAR_SVC_MAX_ITER = 10_000
+
+
+def _preprocessing(
+    *,
+    scale: Literal["standard"] | None,
+    l2_normalize: bool,
+    pca: int | float | str | None,
+    whiten: bool,
+    random_state: int | None,
+) -> list[tuple[str, BaseEstimator]]:
+    """Build the steps before the classifier (shared by every builder)."""
+    if scale not in ("standard", None):
+        raise ValueError(f"scale={scale!r} is not supported; use 'standard' or None (no scaling).")
+    if whiten and pca is None:
+        raise ValueError(
+            "whiten=True needs a PCA step: pass pca=<n_components> (an int, a variance fraction "
+            "in (0, 1), or 'mle') together with whiten=True."
+        )
+    steps: list[tuple[str, BaseEstimator]] = []
+    if l2_normalize:
+        steps.append(("l2", Normalizer(norm="l2")))
+    if scale == "standard":
+        steps.append(("scale", StandardScaler()))
+    if pca is not None:
+        steps.append(("pca", PCA(n_components=pca, whiten=whiten, random_state=random_state)))
+    return steps
+
+
+def make_svm(
+    kind: str = "linear",
+    C: float = 1.0,
+    *,
+    scale: Literal["standard"] | None = "standard",
+    l2_normalize: bool = False,
+    pca: int | float | str | None = None,
+    whiten: bool = False,
+    probability: bool = False,
+    random_state: int | None = 0,
+    max_iter: int | None = None,
+) -> Pipeline:
+    """Build a support-vector-machine pipeline for feature vectors.
+
+    Parameters
+    ----------
+    kind : {"linear", "crammer_singer", "rbf"}, default="linear"
+        ``"linear"``: :class:`~sklearn.svm.LinearSVC`, one-vs-rest, ``dual="auto"``.
+        ``"crammer_singer"``: ``LinearSVC(multi_class="crammer_singer")``, one joint multiclass
+        problem. ``"rbf"``: ``SVC(kernel="rbf", gamma="scale")`` (libsvm, one-vs-one).
+    C : float, default=1.0
+        Inverse regularisation strength; the grid parameter is ``clf__C``.
+    scale : {"standard"} or None, default="standard"
+        ``"standard"`` adds a ``StandardScaler`` step named ``scale``; None skips it.
+    l2_normalize : bool, default=False
+        Add a ``Normalizer()`` step named ``l2`` first (each vector scaled to unit L2 norm).
+    pca : int, float, "mle" or None, default=None
+        Add a ``PCA(n_components=pca)`` step named ``pca`` after scaling.
+    whiten : bool, default=False
+        Whiten the PCA components; needs ``pca``.
+    probability : bool, default=False
+        Only for ``kind="rbf"``: wrap the SVC in
+        ``CalibratedClassifierCV(SVC(...), method="sigmoid", ensemble=False)`` (Platt scaling with
+        5-fold CV, what ``SVC(probability=True)`` did; that option is deprecated in
+        scikit-learn 1.9) so the pipeline has ``predict_proba``. The grid parameter then is
+        ``clf__estimator__C``.
+    random_state : int or None, default=0
+        Seed of the classifier and of PCA's randomised solver.
+    max_iter : int or None, default=None
+        Iteration limit of the solver; None means 10 000 for ``LinearSVC`` and no limit for
+        ``SVC``.
+
+    Returns
+    -------
+    sklearn.pipeline.Pipeline
+        Unfitted; the classifier is the step named ``clf``.
+
+    Examples
+    --------
+    >>> from featclf.pipelines import make_svm
+    >>> pipe = make_svm("linear", C=0.1, pca=32, whiten=True)
+    >>> list(pipe.named_steps)
+    ['scale', 'pca', 'clf']
+    >>> pipe.get_params()["clf__C"]
+    0.1
+    >>> make_svm("rbf", scale=None).named_steps["clf"]
+    SVC(random_state=0)
+    """
+    if kind not in SVM_KINDS:
+        raise ValueError(
+            f"Unknown SVM kind {kind!r}; valid kinds are {', '.join(map(repr, SVM_KINDS))}."
+        )
+    if probability and kind != "rbf":
+        raise ValueError(
+            f"probability=True is only available for kind='rbf', not {kind!r}; use "
+            "make_logistic() for a linear model with probabilities."
+        )
+    steps = _preprocessing(
+        scale=scale, l2_normalize=l2_normalize, pca=pca, whiten=whiten, random_state=random_state
+    )
+    clf: BaseEstimator
+    if kind == "rbf":
+        clf = SVC(
+            C=C,
+            kernel="rbf",
+            gamma="scale",
+            random_state=random_state,
+            max_iter=-1 if max_iter is None else max_iter,
+        )
+        if probability:
+            clf = CalibratedClassifierCV(clf, method="sigmoid", cv=5, ensemble=False)
+    else:
+        clf = LinearSVC(
+            C=C,
+            dual="auto",
+            random_state=random_state,
+            multi_class="crammer_singer" if kind == "crammer_singer" else "ovr",
+            max_iter=_LINEAR_SVC_MAX_ITER if max_iter is None else max_iter,
+        )
+    return Pipeline([*steps, ("clf", clf)])
+
+
+def make_logistic(
+    C: float = 1.0,
+    *,
+    scale: Literal["standard"] | None = "standard",
+    l2_normalize: bool = False,
+    pca: int | float | str | None = None,
+    whiten: bool = False,
+    max_iter: int = 1000,
+    random_state: int | None = 0,
+) -> Pipeline:
+    """Build a multinomial logistic-regression pipeline for feature vectors.
+
+    A softmax layer trained on frozen features: the linear counterpart of the CNN's own head.
+
+    Parameters
+    ----------
+    C : float, default=1.0
+        Inverse L2 regularisation strength; the grid parameter is ``clf__C``.
+    scale : {"standard"} or None, default="standard"
+        ``"standard"`` adds a ``StandardScaler`` step named ``scale``; None skips it.
+    l2_normalize : bool, default=False
+        Add a ``Normalizer()`` step named ``l2`` first.
+    pca : int, float, "mle" or None, default=None
+        Add a ``PCA(n_components=pca)`` step named ``pca`` after scaling.
+    whiten : bool, default=False
+        Whiten the PCA components; needs ``pca``.
+    max_iter : int, default=1000
+        Iteration limit of the lbfgs solver.
+    random_state : int or None, default=0
+        Seed passed to the estimators.
+
+    Returns
+    -------
+    sklearn.pipeline.Pipeline
+        Unfitted; ``LogisticRegression(solver="lbfgs")`` (multinomial for more than two
+        classes) is the step named ``clf``.
+
+    Examples
+    --------
+    >>> from featclf.pipelines import make_logistic
+    >>> pipe = make_logistic(C=10.0, l2_normalize=True)
+    >>> list(pipe.named_steps)
+    ['l2', 'scale', 'clf']
+    >>> pipe.named_steps["clf"].solver
+    'lbfgs'
+    """
+    steps = _preprocessing(
+        scale=scale, l2_normalize=l2_normalize, pca=pca, whiten=whiten, random_state=random_state
+    )
+    # lbfgs fits the multinomial (softmax) loss for multiclass targets; the `multi_class`
+    # parameter that used to say so is deprecated (scikit-learn 1.5) and then removed.
+    clf = LogisticRegression(C=C, solver="lbfgs", max_iter=max_iter, random_state=random_state)
+    return Pipeline([*steps, ("clf", clf)])
+
+
+def c_grid(kind: str, *, per_decade: int = 1) -> list[float]:
+    """Return the log-spaced values of C to sweep for a classifier.
+
+    Parameters
+    ----------
+    kind : str
+        An SVM kind (``"linear"``, ``"crammer_singer"``, ``"rbf"``), ``"logistic"``, or a name
+        from :data:`CLASSIFIERS` (``"linear_svm"``, ...). Linear models sweep 1e-3 .. 1e2, the
+        RBF SVM 1e-1 .. 1e3.
+    per_decade : int, default=1
+        Number of values per factor of ten.
+
+    Returns
+    -------
+    list of float
+        Increasing values of C, rounded to 6 significant digits.
+
+    Examples
+    --------
+    >>> from featclf.pipelines import c_grid
+    >>> c_grid("linear")
+    [0.001, 0.01, 0.1, 1.0, 10.0, 100.0]
+    >>> c_grid("rbf_svm", per_decade=2)[:3]
+    [0.1, 0.316228, 1.0]
+    """
+    key = _ALIASES.get(kind, kind)
+    if key not in _C_RANGES:
+        valid = [*_C_RANGES, *_ALIASES]
+        raise ValueError(f"No C grid for {kind!r}; valid kinds are {', '.join(map(repr, valid))}.")
+    if per_decade < 1:
+        raise ValueError(f"per_decade must be a positive integer, got {per_decade!r}.")
+    low, high = _C_RANGES[key]
+    values = np.logspace(low, high, (high - low) * per_decade + 1)
+    return [float(f"{value:.6g}") for value in values]
+
+
+def make_classifier(name: str, C: float = 1.0, **kwargs: Any) -> Pipeline:
+    """Build the pipeline for one of the classifier names in :data:`CLASSIFIERS`.
+
+    Parameters
+    ----------
+    name : {"linear_svm", "crammer_singer_svm", "rbf_svm", "logistic"}
+        Which classifier.
+    C : float, default=1.0
+        Inverse regularisation strength (``clf__C``).
+    **kwargs
+        Keyword options of :func:`make_svm` or :func:`make_logistic` (``scale``, ``pca``, ...).
+
+    Returns
+    -------
+    sklearn.pipeline.Pipeline
+        Unfitted pipeline whose classifier is the step named ``clf``.
+
+    Examples
+    --------
+    >>> from featclf.pipelines import CLASSIFIERS, make_classifier
+    >>> [type(make_classifier(n).named_steps["clf"]).__name__ for n in CLASSIFIERS]
+    ['LinearSVC', 'LinearSVC', 'SVC', 'LogisticRegression']
+    """
+    if name == "logistic":
+        return make_logistic(C, **kwargs)
+    kind = _ALIASES.get(name)
+    if kind is None:
+        hint = (
+            " The softmax head is the CNN itself: use featclf.SoftmaxClassifier."
+            if name == "softmax"
+            else ""
+        )
+        raise ValueError(
+            f"Unknown classifier {name!r}; valid names are {', '.join(map(repr, CLASSIFIERS))}."
+            + hint
+        )
+    return make_svm(kind, C, **kwargs)

@@ -1,0 +1,46 @@
+"""Shared fixtures: real image files and small trained-or-random networks built per test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+# Two cores: keep torch from oversubscribing when pytest runs alongside joblib workers.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA device on this machine (torch.cuda.is_available() "
+                            "is False); gpu tests run where a GPU is present")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def write_image(path: Path, array: np.ndarray, fmt: str | None = None) -> Path:
+    """Save a uint8 (H, W) or (H, W, 3) array as an image file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, format=fmt)
+    return path
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def mnist_small():
+    """400 MNIST-5k digits (40 per class) and their labels."""
+    from featclf.data import load_mnist5k
+
+    X, y = load_mnist5k(return_X_y=True)
+    idx = np.concatenate([np.flatnonzero(y == c)[:40] for c in range(10)])
+    return X[idx], y[idx]

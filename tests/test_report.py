@@ -1,0 +1,351 @@
+"""Specification of featclf.report: the comparison report written from a results table."""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from featclf.pipelines import c_grid
+from featclf.report import SUMMARY_COLUMNS, summary_table, verdict, write_report
+
+CLASSES = list(range(10))
+N_TEST = 200
+
+
+@dataclass
+class Outcome:
+    """What one model/layer scored: the softmax head and the best SVM (the linear SVM)."""
+
+    softmax: float
+    svm: float
+    diff_ci: tuple[float, float]
+    mcnemar_p: float
+
+
+def noisy(y_true: np.ndarray, accuracy: float, seed: int) -> list[int]:
+    """Predictions that are right on a fraction ``accuracy`` of the samples."""
+    rng = np.random.default_rng(seed)
+    pred = y_true.copy()
+    wrong = rng.choice(len(y_true), size=round((1 - accuracy) * len(y_true)), replace=False)
+    pred[wrong] = (pred[wrong] + rng.integers(1, 10, size=wrong.size)) % 10
+    return pred.tolist()
+
+
+def make_results(
+    outcomes: dict[str, Outcome], *, layer: str = "penultimate", predictions: bool = True
+) -> pd.DataFrame:
+    """A results table shaped like featclf.compare.compare's, for the given models."""
+    y_true = np.arange(N_TEST) % 10
+    rows, preds = [], {}
+    common = {"dataset": "mnist5k", "layer": layer, "n_train": 800, "n_test": N_TEST}
+    nan = float("nan")
+    for m, (model, outcome) in enumerate(outcomes.items()):
+        softmax = {
+            **common,
+            "model": model,
+            "classifier": "softmax",
+            "C": nan,
+            "selected": True,
+            "cv_accuracy": nan,
+            "accuracy": outcome.softmax,
+            "accuracy_ci_low": outcome.softmax - 0.02,
+            "accuracy_ci_high": outcome.softmax + 0.02,
+            "macro_f1": outcome.softmax - 0.001,
+            "log_loss": 0.15,
+            "fit_time_s": 42.0,
+            "predict_time_s": 0.5,
+            "extract_time_s": nan,
+            "extract_images_per_s": nan,
+            "n_features": 84,
+            "diff_vs_softmax": nan,
+            "diff_ci_low": nan,
+            "diff_ci_high": nan,
+            "mcnemar_b": nan,
+            "mcnemar_c": nan,
+            "mcnemar_p": nan,
+        }
+        rows.append(softmax)
+        preds[f"{model}|{layer}|softmax"] = noisy(y_true, outcome.softmax, seed=m)
+        # The linear SVM is the best SVM; the RBF SVM and logistic regression trail it.
+        for k, (classifier, best) in enumerate(
+            [
+                ("linear_svm", outcome.svm),
+                ("rbf_svm", outcome.svm - 0.01),
+                ("logistic", outcome.svm - 0.02),
+            ]
+        ):
+            grid = c_grid(classifier)
+            chosen = len(grid) // 2
+            for i, C in enumerate(grid):
+                accuracy = best - 0.01 * abs(i - chosen)
+                diff = accuracy - outcome.softmax
+                low, high = outcome.diff_ci if i == chosen else (diff - 0.01, diff + 0.01)
+                rows.append(
+                    {
+                        **softmax,
+                        "classifier": classifier,
+                        "C": C,
+                        "selected": i == chosen,
+                        "cv_accuracy": accuracy - 0.003,
+                        "accuracy": accuracy,
+                        "accuracy_ci_low": accuracy - 0.02,
+                        "accuracy_ci_high": accuracy + 0.02,
+                        "macro_f1": accuracy - 0.002,
+                        "log_loss": 0.2 if classifier == "logistic" else nan,
+                        "fit_time_s": 0.25 * (k + 1),
+                        "predict_time_s": 0.01,
+                        "extract_time_s": 3.5,
+                        "extract_images_per_s": 1000 / 3.5,
+                        "diff_vs_softmax": diff,
+                        "diff_ci_low": low,
+                        "diff_ci_high": high,
+                        "mcnemar_b": 12,
+                        "mcnemar_c": 9,
+                        "mcnemar_p": outcome.mcnemar_p if i == chosen else 0.5,
+                    }
+                )
+            preds[f"{model}|{layer}|{classifier}"] = noisy(y_true, best, seed=10 * m + k + 1)
+    results = pd.DataFrame(rows)
+    results.attrs["config"] = {
+        "dataset": "mnist5k",
+        "models": list(outcomes),
+        "layers": [layer],
+        "split": "stratified 80/20",
+        "random_state": 0,
+        "epochs": 15,
+    }
+    results.attrs["classes"] = CLASSES
+    results.attrs["y_true"] = y_true.tolist()
+    if predictions:
+        results.attrs["predictions"] = preds
+    return results
+
+
+NOT_SIGNIFICANT = Outcome(softmax=0.958, svm=0.963, diff_ci=(-0.004, 0.014), mcnemar_p=0.41)
+SIGNIFICANTLY_WORSE = Outcome(softmax=0.95, svm=0.912, diff_ci=(-0.052, -0.024), mcnemar_p=0.0021)
+SIGNIFICANTLY_BETTER = Outcome(softmax=0.9, svm=0.931, diff_ci=(0.012, 0.05), mcnemar_p=0.0004)
+
+
+@pytest.fixture(scope="module")
+def two_model_report(tmp_path_factory):
+    results = make_results({"lenet5": NOT_SIGNIFICANT, "seedcnn": SIGNIFICANTLY_WORSE})
+    out = tmp_path_factory.mktemp("report") / "nested" / "out"
+    return results, out, write_report(results, out)
+
+
+EXPECTED_FILES = {
+    "results.csv",
+    "report.md",
+    "report.html",
+    "accuracy.png",
+    "c_curve.png",
+    "confusion_lenet5_penultimate.png",
+    "confusion_seedcnn_penultimate.png",
+}
+
+
+def test_write_report_creates_every_file(two_model_report):
+    _, out, paths = two_model_report
+    assert set(paths) == EXPECTED_FILES
+    assert {p.name for p in out.iterdir()} == EXPECTED_FILES
+    for name, path in paths.items():
+        assert path == out / name
+        assert path.stat().st_size > 0
+
+
+def test_no_matplotlib_figures_are_left_open(two_model_report):
+    import matplotlib.pyplot as plt
+
+    assert plt.get_fignums() == []
+
+
+def test_every_png_is_a_valid_image(two_model_report):
+    _, _, paths = two_model_report
+    for name in (n for n in paths if n.endswith(".png")):
+        with Image.open(paths[name]) as image:
+            image.verify()
+        with Image.open(paths[name]) as image:
+            assert image.format == "PNG"
+            assert image.width > 200 and image.height > 200
+
+
+def test_confusion_plot_has_two_panels_side_by_side(two_model_report):
+    _, _, paths = two_model_report
+    with Image.open(paths["confusion_lenet5_penultimate.png"]) as image:
+        assert image.width > 1.5 * image.height
+
+
+def test_html_is_self_contained_with_every_plot_embedded(two_model_report):
+    _, _, paths = two_model_report
+    page = paths["report.html"].read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>")
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == sum(name.endswith(".png") for name in paths)
+    assert base64.b64decode(images[0]) == paths["accuracy.png"].read_bytes()
+    assert 'src="accuracy.png"' not in page
+    assert "<style>" in page and "<table" in page
+
+
+def test_markdown_links_the_plots_next_to_it(two_model_report):
+    _, _, paths = two_model_report
+    text = paths["report.md"].read_text(encoding="utf-8")
+    for name in (n for n in paths if n.endswith(".png")):
+        assert f"]({name})" in text
+
+
+def test_verdict_opens_the_report_with_the_non_significant_wording(two_model_report):
+    _, _, paths = two_model_report
+    paragraph = paths["report.md"].read_text(encoding="utf-8").split("\n\n")[1]
+    assert paragraph.startswith(
+        "On mnist5k, the linear SVM on lenet5's penultimate features reached 0.963 accuracy "
+        "vs 0.958 for the softmax head (difference +0.005, 95% CI [-0.004, +0.014]; "
+        "McNemar p = 0.41): no significant difference at the 5% level — the SVM matches the "
+        "softmax head."
+    )
+
+
+def test_verdict_says_significantly_worse_when_p_is_small_and_the_svm_lost(two_model_report):
+    _, _, paths = two_model_report
+    paragraph = paths["report.md"].read_text(encoding="utf-8").split("\n\n")[1]
+    assert (
+        "the linear SVM on seedcnn's penultimate features reached 0.912 accuracy vs 0.950 for "
+        "the softmax head (difference -0.038, 95% CI [-0.052, -0.024]; McNemar p = 0.0021): "
+        "the SVM is significantly worse than the softmax head at the 5% level."
+    ) in paragraph
+    html = paths["report.html"].read_text(encoding="utf-8")
+    assert "the SVM is significantly worse than the softmax head" in html
+
+
+def test_verdict_says_significantly_better_when_p_is_small_and_the_svm_won():
+    text = verdict(make_results({"resnet18": SIGNIFICANTLY_BETTER}, layer="avgpool"))
+    assert text == (
+        "On mnist5k, the linear SVM on resnet18's avgpool features reached 0.931 accuracy vs "
+        "0.900 for the softmax head (difference +0.031, 95% CI [+0.012, +0.050]; "
+        "McNemar p < 0.001): the SVM is significantly better than the softmax head at the 5% "
+        "level."
+    )
+
+
+def test_verdict_falls_back_to_the_interval_without_a_mcnemar_p():
+    results = make_results({"lenet5": SIGNIFICANTLY_BETTER})
+    results["mcnemar_p"] = np.nan
+    text = verdict(results)
+    assert "McNemar" not in text
+    assert "significantly better than the softmax head (the 95% CI excludes zero)" in text
+
+
+def test_verdict_compares_the_best_svm_by_test_accuracy():
+    results = make_results({"lenet5": NOT_SIGNIFICANT})
+    rbf = results["selected"] & (results["classifier"] == "rbf_svm")
+    results.loc[rbf, "accuracy"] = 0.99
+    assert verdict(results).startswith(
+        "On mnist5k, the RBF SVM on lenet5's penultimate features reached 0.990 accuracy"
+    )
+
+
+def test_markdown_table_shows_the_selected_rows_with_intervals(two_model_report):
+    _, _, paths = two_model_report
+    text = paths["report.md"].read_text(encoding="utf-8")
+    assert "| Classifier | C | CV accuracy | Accuracy [95% CI] |" in text
+    assert "| softmax head | — | — | 0.958 [0.938, 0.978] |" in text
+    linear = next(line for line in text.splitlines() if line.startswith("| linear SVM | 1 |"))
+    cells = [cell.strip() for cell in linear.strip("|").split("|")]
+    assert cells[3:8] == ["0.963 [0.943, 0.983]", "0.961", "—", "+0.005 [-0.004, +0.014]", "0.41"]
+    assert "| logistic regression | 1 |" in text and "| 0.200 |" in text  # its log-loss
+    assert text.count("| linear SVM |") == 2  # one selected row per model, not the sweep
+    assert "84 features per image; 800 training / 200 test images" in text
+    assert "feature extraction 3.5 s (286 images/s)" in text
+
+
+def test_setup_section_prints_the_config(two_model_report):
+    _, _, paths = two_model_report
+    text = paths["report.md"].read_text(encoding="utf-8")
+    setup = text.split("## Setup")[1].split("## Results")[0]
+    assert "- dataset: mnist5k" in setup
+    assert "- models: lenet5, seedcnn" in setup
+    assert "- epochs: 15" in setup
+    assert "- classes (10): 0, 1, 2" in setup
+
+
+def test_results_csv_round_trips(two_model_report):
+    results, _, paths = two_model_report
+    loaded = pd.read_csv(paths["results.csv"])
+    assert list(loaded.columns) == list(results.columns)
+    assert loaded["selected"].dtype == bool
+    pd.testing.assert_frame_equal(loaded, results, check_dtype=False)
+
+
+def test_missing_predictions_skip_the_confusion_plots(tmp_path):
+    results = make_results({"lenet5": NOT_SIGNIFICANT}, predictions=False)
+    paths = write_report(results, tmp_path)
+    assert set(paths) == {"results.csv", "report.md", "report.html", "accuracy.png", "c_curve.png"}
+    assert not list(tmp_path.glob("confusion_*.png"))
+
+
+def test_minimal_table_without_attrs_still_gives_a_report(tmp_path):
+    results = pd.DataFrame(
+        {
+            "model": "m",
+            "layer": "features.7",
+            "classifier": ["softmax", "rbf_svm"],
+            "accuracy": [0.5, 0.6],
+        }
+    )
+    paths = write_report(results, tmp_path, title="Tiny")
+    assert set(paths) == {"results.csv", "report.md", "report.html", "accuracy.png"}
+    text = paths["report.md"].read_text(encoding="utf-8")
+    assert text.startswith("# Tiny\n")
+    assert "(difference +0.100): no significance test is available." in text
+
+
+def test_layer_names_are_made_safe_for_file_names(tmp_path):
+    results = make_results({"resnet18": NOT_SIGNIFICANT}, layer="layer4/avgpool")
+    paths = write_report(results, tmp_path)
+    assert "confusion_resnet18_layer4-avgpool.png" in paths
+    assert (tmp_path / "confusion_resnet18_layer4-avgpool.png").is_file()
+
+
+def test_summary_table_lists_the_selected_rows_softmax_first():
+    results = make_results({"lenet5": NOT_SIGNIFICANT, "seedcnn": SIGNIFICANTLY_WORSE})
+    table = summary_table(results)
+    assert list(table.columns) == list(SUMMARY_COLUMNS)
+    assert len(table) == 8
+    assert table["classifier"].tolist() == ["softmax", "linear_svm", "rbf_svm", "logistic"] * 2
+    assert table["model"].tolist() == ["lenet5"] * 4 + ["seedcnn"] * 4
+    assert table.loc[1, "accuracy"] == pytest.approx(0.963)
+    assert table.loc[1, "C"] == 1.0
+
+
+def test_several_datasets_in_one_report_are_refused(tmp_path):
+    results = make_results({"lenet5": NOT_SIGNIFICANT})
+    results.loc[0, "dataset"] = "digits"
+    with pytest.raises(ValueError, match="one report per dataset"):
+        write_report(results, tmp_path)
+
+
+def test_a_table_without_the_required_columns_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"lacks the column\(s\) \['accuracy'\]"):
+        write_report(pd.DataFrame({"model": ["m"], "layer": ["l"], "classifier": ["x"]}), tmp_path)
+
+
+def test_several_layers_of_one_model_get_one_section_and_one_panel_each(tmp_path):
+    first = make_results({"resnet18": NOT_SIGNIFICANT}, layer="layer3")
+    second = make_results({"resnet18": SIGNIFICANTLY_BETTER}, layer="layer4")
+    results = pd.concat([first, second], ignore_index=True)
+    results.attrs = dict(first.attrs)
+    results.attrs["predictions"] = {**first.attrs["predictions"], **second.attrs["predictions"]}
+    rbf = results["selected"] & (results["classifier"] == "rbf_svm")
+    results["selected"] = results["selected"].astype(object).where(~rbf, None)
+    paths = write_report(results, tmp_path)
+    assert {"confusion_resnet18_layer3.png", "confusion_resnet18_layer4.png"} <= set(paths)
+    text = paths["report.md"].read_text(encoding="utf-8")
+    assert "### resnet18 — layer3" in text and "### resnet18 — layer4" in text
+    assert "RBF SVM" not in text.split("## Results")[1].split("## Plots")[0]  # None: unselected
+    paragraph = text.split("\n\n")[1]
+    assert "resnet18's layer3 features" in paragraph and "resnet18's layer4 features" in paragraph
