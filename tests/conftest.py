@@ -44,3 +44,14 @@ def mnist_small():
     X, y = load_mnist5k(return_X_y=True)
     idx = np.concatenate([np.flatnonzero(y == c)[:40] for c in range(10)])
     return X[idx], y[idx]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Print how many named bad-input cases ran and passed (issue: >= 25)."""
+    passed = terminalreporter.stats.get("passed", [])
+    failed = terminalreporter.stats.get("failed", [])
+    ours = [r for r in passed if "bad_input" in r.keywords]
+    bad = [r for r in failed if "bad_input" in r.keywords]
+    if ours or bad:
+        terminalreporter.write_line(f"bad-input suite: {len(ours)} named cases passed, "
+                                    f"{len(bad)} failed")

@@ -264,6 +264,8 @@ def _validate_numeric(arr: np.ndarray | torch.Tensor, name: str) -> torch.Tensor
             tensor = tensor.float()
     if tensor.ndim == 0 or tensor.shape[0] == 0:
         raise ValueError(f"{name} is empty (shape {tuple(tensor.shape)}); pass at least one image")
+    if tensor.numel() == 0:
+        raise ValueError(f"{name} has shape {tuple(tensor.shape)}: images of zero size")
     if tensor.is_floating_point():
         if not torch.isfinite(tensor).all():
             bad = int((~torch.isfinite(tensor)).reshape(tensor.shape[0], -1).any(1).nonzero()[0])
@@ -328,14 +330,18 @@ def as_image_source(X, *, name: str = "X") -> ImageSource:
     if isinstance(X, list | tuple):
         if len(X) == 0:
             raise ValueError(f"{name} is an empty list; pass at least one image")
-        if all(_is_path_like(p) for p in X):
+        n_paths = sum(_is_path_like(p) for p in X)
+        if n_paths == len(X):
             return FileSource(list(X))
-        bad = next(p for p in X if not _is_path_like(p))
-        if isinstance(bad, np.ndarray | torch.Tensor | list | tuple | int | float):
-            X = np.asarray(X)
-        else:
+        if n_paths:
+            bad = next(p for p in X if not _is_path_like(p))
             raise ValueError(f"{name} mixes file paths with {type(bad).__name__} objects; pass "
                              "a list of paths or a numeric array")
+        try:
+            X = np.asarray(X)
+        except ValueError as exc:  # ragged nested lists
+            raise ValueError(f"{name} is a list that is not a rectangular array of images: "
+                             f"{exc}") from None
     if isinstance(X, np.ndarray) and X.dtype == object:
         raise ValueError(f"{name} is an object array; pass a numeric array of images or a list "
                          "of file paths")
