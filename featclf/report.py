@@ -73,10 +73,14 @@ _OPTIONAL = (
     "mcnemar_c",
     "mcnemar_p",
 )
-_ORDER = ("softmax", *CLASSIFIERS)
+# "softmax_finetune": a transfer run's pre-trained network fine-tuned on the data (compare with
+# weights=...); "softmax" is then the network trained from scratch, still the reference.
+_BASELINES = ("softmax", "softmax_finetune")
+_ORDER = (*_BASELINES, *CLASSIFIERS)
 _SVMS = ("linear_svm", "crammer_singer_svm", "rbf_svm")
 _NAMES = {
     "softmax": "softmax head",
+    "softmax_finetune": "fine-tuned softmax network",
     "linear_svm": "linear SVM",
     "crammer_singer_svm": "Crammer-Singer SVM",
     "rbf_svm": "RBF SVM",
@@ -84,6 +88,7 @@ _NAMES = {
 }
 _COLORS = {
     "softmax": "black",
+    "softmax_finetune": "tab:gray",
     "linear_svm": "tab:blue",
     "crammer_singer_svm": "tab:orange",
     "rbf_svm": "tab:green",
@@ -235,6 +240,7 @@ def _verdict_sentence(
     softmax: pd.Series | None,
     rival: pd.Series | None,
     ci_label: str,
+    reference: str = "the softmax head",
 ) -> str | None:
     """One sentence comparing the best SVM of one model/layer with its softmax head."""
     if rival is None and softmax is None:
@@ -274,14 +280,14 @@ def _verdict_sentence(
     if significant is None:
         conclusion = "no significance test is available."
     elif significant and diff > 0:
-        conclusion = f"{short} is significantly better than the softmax head {test}."
+        conclusion = f"{short} is significantly better than {reference} {test}."
     elif significant and diff < 0:
-        conclusion = f"{short} is significantly worse than the softmax head {test}."
+        conclusion = f"{short} is significantly worse than {reference} {test}."
     else:
-        conclusion = f"no significant difference {test} {_DASH} {short} matches the softmax head."
+        conclusion = f"no significant difference {test} {_DASH} {short} matches {reference}."
     return (
         f"On {dataset}, {subject} reached {_num(rival['accuracy'], '.3f')} accuracy vs "
-        f"{_num(softmax['accuracy'], '.3f')} for the softmax head ({'; '.join(details)}): "
+        f"{_num(softmax['accuracy'], '.3f')} for {reference} ({'; '.join(details)}): "
         f"{conclusion}"
     )
 
@@ -326,11 +332,37 @@ def _verdict(df: pd.DataFrame, config: Mapping[str, Any]) -> str:
     dataset, ci_label = _dataset(df, config), _ci_label(config)
     sentences = []
     for model, layer, rows in _groups(df):
-        softmax, rival = _softmax_and_rival(rows[rows["selected"]])
-        sentence = _verdict_sentence(dataset, model, layer, softmax, rival, ci_label)
+        selected = rows[rows["selected"]]
+        softmax, rival = _softmax_and_rival(selected)
+        finetuned = selected[selected["classifier"] == "softmax_finetune"]
+        # A transfer run: the reference is the network trained from scratch on the data.
+        reference = "the softmax network trained from scratch" if len(finetuned) else (
+            "the softmax head")
+        sentence = _verdict_sentence(dataset, model, layer, softmax, rival, ci_label, reference)
         if sentence:
             sentences.append(sentence)
+        if len(finetuned) and softmax is not None:
+            sentences.append(_finetune_sentence(model, finetuned.iloc[0], softmax, ci_label))
     return " ".join(sentences)
+
+
+def _finetune_sentence(model: str, finetuned: pd.Series, softmax: pd.Series,
+                       ci_label: str) -> str:
+    """One sentence on fine-tuning the pre-trained network vs training it from scratch."""
+    details = []
+    if _finite(finetuned["diff_vs_softmax"]):
+        details.append(f"difference {_signed(float(finetuned['diff_vs_softmax']))}")
+        if _finite(finetuned["diff_ci_low"]) and _finite(finetuned["diff_ci_high"]):
+            details[0] += (f", {ci_label} [{_signed(float(finetuned['diff_ci_low']))}, "
+                           f"{_signed(float(finetuned['diff_ci_high']))}]")
+    if _finite(finetuned["mcnemar_p"]):
+        p = finetuned["mcnemar_p"]
+        details.append("McNemar p " + ("< 0.001" if float(p) < 0.001 else f"= {_pvalue(p)}"))
+    shown = f" ({'; '.join(details)})" if details else ""
+    return (
+        f"Fine-tuning the pre-trained {model} reached {_num(finetuned['accuracy'], '.3f')} "
+        f"accuracy vs {_num(softmax['accuracy'], '.3f')} from scratch{shown}."
+    )
 
 
 # --------------------------------------------------------------------------- tables
@@ -399,7 +431,7 @@ def _display_table(rows: pd.DataFrame, ci_label: str) -> pd.DataFrame:
 
 def _group_note(rows: pd.DataFrame) -> str | None:
     """One line on the feature set of a model/layer: sizes and extraction throughput."""
-    features = rows[rows["classifier"] != "softmax"]
+    features = rows[~rows["classifier"].isin(_BASELINES)]
     source = features if not features.empty else rows
     first = source.iloc[0]
     parts = []
@@ -451,7 +483,7 @@ def _plot_accuracy(df: pd.DataFrame, path: Path, ci_label: str) -> None:
     selected = df[df["selected"]]
     groups = list(dict.fromkeys(zip(selected["model"], selected["layer"])))
     classifiers = list(dict.fromkeys(selected["classifier"]))
-    figure = _new_figure(min(20.0, max(6.0, 0.45 * len(groups) * len(classifiers) + 3)), 4.5)
+    figure = _new_figure(min(20.0, max(6.0, 0.45 * len(groups) * len(classifiers) + 3)) + 2.2, 4.5)
     ax = figure.add_subplot()
     width = 0.8 / len(classifiers)
     for j, classifier in enumerate(classifiers):
@@ -482,7 +514,7 @@ def _plot_accuracy(df: pd.DataFrame, path: Path, ci_label: str) -> None:
     ax.set_ylabel(f"test accuracy ({ci_label})")
     ax.set_title("Test accuracy of the selected classifiers")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
+    figure.legend(loc="outside right upper", fontsize="small")  # never over the error bars
     figure.savefig(path)
 
 

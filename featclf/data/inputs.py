@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from featclf.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 from featclf.data.files import ImageFiles
-from featclf.fingerprint import digest_array, digest_bytes
+from featclf.fingerprint import digest_bytes, digest_rows
 
 ON_ERROR = ("raise", "skip")
 Preprocess = Callable[[torch.Tensor], torch.Tensor]
@@ -123,7 +123,7 @@ class ArraySource(ImageSource):
         return f"row {index}"
 
     def digests(self) -> list[str | None]:
-        return [digest_array(row) for row in self.images]
+        return digest_rows(self.images)  # == digest_array(row) per row, in one pass
 
     def subset(self, indices) -> ArraySource:
         idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
@@ -248,6 +248,9 @@ def _validate_numeric(arr: np.ndarray | torch.Tensor, name: str) -> torch.Tensor
         if arr.dtype == object:
             raise ValueError(f"{name} is an object array; pass a numeric array of images or a "
                              "list of file paths")
+        if arr.dtype.kind == "c":
+            raise ValueError(f"{name} has dtype {arr.dtype}: Complex data not supported; images "
+                             "must be uint8, integer 0-255 or float")
         if arr.dtype.kind not in "uif":
             raise ValueError(f"{name} has dtype {arr.dtype}; images must be uint8, integer "
                              "0-255 or float")
@@ -265,7 +268,9 @@ def _validate_numeric(arr: np.ndarray | torch.Tensor, name: str) -> torch.Tensor
     if tensor.ndim == 0 or tensor.shape[0] == 0:
         raise ValueError(f"{name} is empty (shape {tuple(tensor.shape)}); pass at least one image")
     if tensor.numel() == 0:
-        raise ValueError(f"{name} has shape {tuple(tensor.shape)}: images of zero size")
+        shape = tuple(tensor.shape)
+        raise ValueError(f"{name} has shape {shape}: images of zero size (0 feature(s) "
+                         f"(shape={shape}) while a minimum of 1 is required.)")
     if tensor.is_floating_point():
         if not torch.isfinite(tensor).all():
             bad = int((~torch.isfinite(tensor)).reshape(tensor.shape[0], -1).any(1).nonzero()[0])
@@ -345,6 +350,9 @@ def as_image_source(X, *, name: str = "X") -> ImageSource:
     if isinstance(X, np.ndarray) and X.dtype == object:
         raise ValueError(f"{name} is an object array; pass a numeric array of images or a list "
                          "of file paths")
+    if type(X).__module__.startswith("scipy.sparse"):
+        raise ValueError(f"{name} is a sparse matrix ({type(X).__name__}): sparse input is not "
+                         "supported; pass a dense array of images (X.toarray())")
     if not isinstance(X, np.ndarray | torch.Tensor):
         raise ValueError(f"{name} of type {type(X).__name__} is not an image input: pass an "
                          "array (n, H, W[, C]), a tensor, a list of paths or image_files(...)")

@@ -1,0 +1,122 @@
+"""``featclf extract``: compute a folder's (or CSV's) deep features into a feature store.
+
+A batch job that can be killed and restarted: vectors are written to the store shard by shard
+as they are computed, and a second run computes only what the store lacks (nothing at all when
+the images, the network and the settings are unchanged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from featclf.data import ImageDecodeError, image_files
+from featclf.data.inputs import as_image_source
+from featclf.models.head import POOLINGS
+from featclf.store import DTYPES, FeatureStore, extract_cached, write_error_manifest
+
+#: Where extraction runs. The Ray engine registers itself here when featclf.distributed adds it.
+ENGINES = ("local",)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``featclf extract``."""
+    p = sub.add_parser(
+        "extract", help="compute deep features of image files into a feature store",
+        description="Run a network without its classification head over image files and keep "
+        "the vectors in a feature store. Killed jobs resume where they stopped; unchanged "
+        "images are never recomputed (renamed or moved files included).")
+    p.add_argument("--model", required=True,
+                   help="a model name (`featclf models`) or a checkpoint saved by featclf")
+    p.add_argument("--weights", help="weights for --model: a .pt/.safetensors file, or a "
+                   "torchvision weights name such as DEFAULT")
+    p.add_argument("--images", required=True, metavar="DIR|CSV",
+                   help="a folder of images (class subfolders or labelled file names give "
+                   "labels) or a CSV of path,label lines")
+    p.add_argument("--labels", default="auto",
+                   choices=("auto", "folders", "names", "csv", "none"),
+                   help="where labels come from (kept in the store for export; default auto)")
+    p.add_argument("--store", required=True, help="the feature store directory (created if "
+                   "missing)")
+    p.add_argument("--layer", help="graph node to read features from (default: the input of "
+                   "the final classification layer)")
+    p.add_argument("--pooling", default="avg", choices=POOLINGS,
+                   help="how convolutional maps become vectors (default avg)")
+    p.add_argument("--batch-size", type=int, default=64, metavar="N",
+                   help="images per forward pass (default 64)")
+    p.add_argument("--num-workers", type=int, default=0, metavar="N",
+                   help="decoding worker processes (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="autocast precision (default: fp32 on CPU, bf16 on CUDA)")
+    p.add_argument("--on-error", default="raise", choices=("raise", "skip"),
+                   help="an unreadable image stops the job (raise, the default) or is listed "
+                   "in the error manifest and skipped (skip)")
+    p.add_argument("--errors", metavar="PATH",
+                   help="error manifest for --on-error skip (default STORE/errors.csv)")
+    p.add_argument("--engine", default="local", choices=ENGINES,
+                   help="where extraction runs (default local)")
+    p.add_argument("--shard-rows", type=int, default=1024, metavar="N",
+                   help="vectors per shard (default 1024); a kill loses at most one shard")
+    p.add_argument("--dtype", choices=DTYPES, default=None,
+                   help="storage dtype of a new store (default float32; an existing store "
+                   "keeps its own)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.num_workers < 0:
+        raise ValueError(f"--num-workers must be >= 0, got {args.num_workers}")
+    if args.shard_rows < 1:
+        raise ValueError(f"--shard-rows must be >= 1, got {args.shard_rows}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Extract into the store and print a summary; 0 on success (skipped images included)."""
+    from featclf.extract import DeepFeatureExtractor
+
+    _check_args(args)
+    started = time.perf_counter()
+    files = image_files(args.images, labels=args.labels)
+    store = FeatureStore(args.store, dtype=args.dtype, shard_rows=args.shard_rows)
+    extractor = DeepFeatureExtractor(
+        model=args.model, weights=args.weights, layer=args.layer, pooling=args.pooling,
+        device=args.device, precision=args.precision, batch_size=args.batch_size,
+        num_workers=args.num_workers, store=store, on_error=args.on_error,
+        progress=not args.no_progress).fit()
+    source = as_image_source(files)
+    config = extractor.cache_config_(source)
+    try:
+        result = extract_cached(store, source, config=config, compute=extractor.iter_features,
+                                on_error=args.on_error, progress=not args.no_progress,
+                                labels=files.labels)
+    except ImageDecodeError as exc:
+        reason = exc.reason.split(" (pass on_error=")[0]
+        raise ValueError(f"cannot read image {exc.path!r}: {reason}. The vectors computed so far "
+                         "are in the store; pass --on-error skip to list unreadable images in "
+                         "an error manifest and go on") from None
+    seconds = time.perf_counter() - started
+    manifest = None
+    if args.on_error == "skip":
+        manifest = write_error_manifest(args.errors or Path(args.store) / "errors.csv",
+                                        result.errors)
+    layer = args.layer or "penultimate layer"
+    n = len(files)
+    print(f"featclf extract: {n} images, {extractor.model_name_ or args.model} {layer} "
+          f"({args.pooling} pooling, {extractor.precision_} on {extractor.device_}) -> "
+          f"{store.root} [config {store.config_key(config)[:12]}]")
+    print(f"  computed  {result.n_computed:>8}")
+    print(f"  reused    {result.n_reused:>8}")
+    skipped = f"  skipped   {len(result.errors):>8}"
+    if result.errors:
+        skipped += f"  (listed in {manifest})"
+    print(skipped)
+    print(f"  time      {seconds:>8.1f} s  ({n / seconds:.1f} images/s; "
+          f"{result.n_computed / seconds:.1f} computed/s)")
+    sys.stdout.flush()
+    return 0

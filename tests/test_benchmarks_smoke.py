@@ -1,0 +1,105 @@
+"""The benchmark scripts run end to end at tiny sizes and write the JSON run_all.py reads.
+
+Each script runs as ``make bench`` runs it (a subprocess, ``python benchmarks/<name>.py``) with
+``--smoke --out-dir <tmp>``. Nothing here asserts a time: the numbers at smoke sizes are
+meaningless; the tests check that the scripts run and that their JSON has the documented shape.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+COMMON_KEYS = {"benchmark", "created", "machine", "mode", "headline"}
+MACHINE_KEYS = {"platform", "python", "cpu_count", "torch", "torchvision", "sklearn", "device",
+                "gpu"}
+
+
+def run_benchmark(name: str, out_dir: Path, *extra: str, timeout: float = 240) -> None:
+    proc = subprocess.run([sys.executable, str(BENCH / f"{name}.py"), *extra, "--out-dir",
+                           str(out_dir)], capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def smoke_dir(tmp_path_factory) -> Path:
+    """One smoke run of each script owned by this suite, into one directory."""
+    out = tmp_path_factory.mktemp("bench")
+    for name in ("decode_throughput", "classifier_fit", "compare_phases"):
+        run_benchmark(name, out, "--smoke")
+    return out
+
+
+def read(out: Path, name: str) -> dict:
+    doc = json.loads((out / f"{name}.json").read_text())
+    assert COMMON_KEYS <= set(doc), f"{name}.json lacks {COMMON_KEYS - set(doc)}"
+    assert MACHINE_KEYS <= set(doc["machine"])
+    assert doc["benchmark"] == name and doc["mode"] == "smoke"
+    return doc
+
+
+@pytest.mark.slow
+def test_decode_throughput_names_a_bottleneck_per_model_and_worker_count(smoke_dir):
+    doc = read(smoke_dir, "decode_throughput")
+    res = doc["results"]
+    assert {"pillow+featclf", "torchvision.io+v2", "pillow decode only",
+            "torchvision.io decode only"} <= set(res["decode"])
+    assert all(v["ms_per_img"] > 0 for v in res["decode"].values() if isinstance(v, dict))
+    assert set(res["forward"]) == {"alexnet", "resnet18", "resnet50"}
+    combos = {(r["model"], r["decode_path"], r["workers"]) for r in res["bottleneck"]}
+    assert len(combos) == 3 * 2 * 2
+    assert {r["bottleneck"] for r in res["bottleneck"]} <= {"decode", "forward"}
+    assert {r["workers"] for r in res["end_to_end"]} == {0, 2}
+    assert doc["recommendations"] and doc["config"]["decode_threads"] == 1
+
+
+@pytest.mark.slow
+def test_classifier_fit_records_every_classifier_and_a_recommendation_table(smoke_dir):
+    doc = read(smoke_dir, "classifier_fit")
+    res = doc["results"]
+    fitted = {r["classifier"] for r in res["fit_vs_n"]}
+    assert fitted == {"linear_svc", "logistic_lbfgs", "sgd_hinge", "rbf_svc"}
+    assert all({"n", "fit_s", "test_accuracy", "converged"} <= set(r) for r in res["fit_vs_n"])
+    assert {r["n"] for r in res["fit_vs_n"]} == set(doc["config"]["sizes"])
+    assert any(r["classifier"].startswith("ovr_linear_svc") for r in res["many_classes"])
+    assert all(r["speedup_vs_linear_svc"] > 0 for r in res["many_classes"])
+    table = doc["recommendation_table"]
+    assert table and all({"situation", "pick", "why"} <= set(r) for r in table)
+
+
+@pytest.mark.slow
+def test_compare_phases_splits_the_time_into_phases_or_records_why_not(smoke_dir):
+    doc = read(smoke_dir, "compare_phases")
+    if "skipped" in doc:  # featclf.compare missing: the skip must say so
+        assert "featclf.compare" in doc["skipped"]
+        return
+    phases = {r["phase"]: r["seconds"] for r in doc["results"]["phases"]}
+    assert {"training", "extraction", "report", "classifier:logistic"} <= set(phases)
+    assert all(s >= 0 for s in phases.values())
+    shares = sum(r["share"] for r in doc["results"]["phases"])
+    assert shares == pytest.approx(1.0, abs=0.02)
+    assert {r["classifier"] for r in doc["results"]["classifiers"]} == {"softmax", "logistic"}
+
+
+@pytest.mark.slow
+def test_run_all_report_summarises_every_json_and_plots_fit_time(smoke_dir, tmp_path):
+    # A foreign benchmark's JSON with a batch sweep, shaped unlike ours: read generically.
+    foreign = {"benchmark": "extract_throughput", "mode": "smoke", "machine": {},
+               "results": {"sweep": [{"model": "resnet18", "batch_size": b, "img_per_s": 10.0 * b}
+                                     for b in (1, 8, 32)]},
+               "headline": {"extractor/bare forward": 0.97}}
+    for path in smoke_dir.glob("*.json"):
+        (tmp_path / path.name).write_text(path.read_text())
+    (tmp_path / "extract_throughput.json").write_text(json.dumps(foreign))
+    run_benchmark("run_all", tmp_path, "--report-only", timeout=120)
+    readme = (tmp_path / "README.md").read_text()
+    for name in ("decode_throughput", "classifier_fit", "compare_phases", "extract_throughput"):
+        assert f"## {name}" in readme
+    assert "extractor/bare forward" in readme and "Which to pick when" in readme
+    assert (tmp_path / "fit_time_vs_n.png").stat().st_size > 0
+    assert (tmp_path / "throughput_vs_batch.png").stat().st_size > 0

@@ -1,0 +1,359 @@
+"""Specification of featclf.compare and ``featclf compare``: the softmax-vs-SVM experiment.
+
+Every test runs the real experiment (real networks trained for a couple of epochs, real
+scikit-learn searches) on a small configuration: 600 MNIST-5k digits, 2 epochs, 2 values of C
+per classifier, 2-fold cross-validation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from featclf.cli import main
+from featclf.compare import (
+    RESULT_COLUMNS,
+    TIMING_COLUMNS,
+    compare,
+    load_data,
+    make_split,
+    training_recipe,
+)
+from featclf.data import load_digits_images, load_mnist5k
+from featclf.pipelines import CLASSIFIERS
+from featclf.report import verdict, write_report
+from featclf.train import SoftmaxClassifier
+
+SMALL = {
+    "epochs": 2,
+    "cv": 2,
+    "c_grids": {
+        "linear_svm": [0.01, 1.0],
+        "crammer_singer_svm": [0.01, 1.0],
+        "rbf_svm": [1.0, 10.0],
+        "logistic": [0.1, 1.0],
+    },
+    "n_resamples": 200,
+    "random_state": 0,
+}
+
+
+@pytest.fixture(scope="module")
+def mnist600() -> tuple[np.ndarray, np.ndarray]:
+    """600 MNIST-5k digits, 60 per class."""
+    X, y = load_mnist5k(return_X_y=True)
+    idx = np.concatenate([np.flatnonzero(y == c)[:60] for c in range(10)])
+    return X[idx], y[idx]
+
+
+@pytest.fixture(scope="module")
+def results(mnist600) -> pd.DataFrame:
+    """The small experiment: lenet5 and seed_cnn, every classifier."""
+    return compare(mnist600, **SMALL)
+
+
+def _histories(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per-epoch training histories without their timing column."""
+    return {key: pd.DataFrame(history).drop(columns="seconds")
+            for key, history in results.attrs["histories"].items()}  # fmt: skip
+
+
+def _assert_same_training(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    """Both runs trained the same networks: equal loss and accuracy in every epoch."""
+    first, second = _histories(a), _histories(b)
+    assert first.keys() == second.keys()
+    for key in first:
+        pd.testing.assert_frame_equal(first[key], second[key])
+
+
+def _training_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """What training and C selection decide; nothing here may depend on the test images."""
+    return df[["model", "layer", "classifier", "C", "selected", "cv_accuracy", "n_train",
+               "n_features"]]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- the results table
+
+
+def test_rows_for_every_classifier_of_both_seed_networks(results):
+    assert list(results.columns) == list(RESULT_COLUMNS)
+    assert set(results["model"]) == {"lenet5", "seed_cnn"}
+    assert set(results["layer"]) == {"penultimate"}
+    for model, rows in results.groupby("model"):
+        assert set(rows["classifier"]) == {"softmax", *CLASSIFIERS}
+        assert (rows["classifier"] == "softmax").sum() == 1
+        for classifier in CLASSIFIERS:  # the whole C grid, one row per C
+            swept = rows[rows["classifier"] == classifier]
+            assert swept["C"].tolist() == SMALL["c_grids"][classifier]
+        expected_dim = {"lenet5": 84, "seed_cnn": 128}[model]
+        assert set(rows.loc[rows["classifier"] != "softmax", "n_features"]) == {expected_dim}
+    assert set(results["n_train"]) == {480} and set(results["n_test"]) == {120}
+    assert set(results["dataset"]) == {"custom"}
+
+
+def test_every_row_has_accuracy_f1_interval_and_times(results):
+    assert results["accuracy"].between(0, 1).all()
+    assert results["macro_f1"].between(0, 1).all()
+    assert (results["accuracy_ci_low"] <= results["accuracy"]).all()
+    assert (results["accuracy"] <= results["accuracy_ci_high"]).all()
+    assert (results["accuracy_ci_low"] < results["accuracy_ci_high"]).all()
+    assert (results["fit_time_s"] > 0).all() and (results["predict_time_s"] > 0).all()
+    features = results[results["classifier"] != "softmax"]
+    assert (features["extract_time_s"] > 0).all()
+    assert (features["extract_images_per_s"] > 0).all()
+    # Log-loss exists exactly where probabilities do: the softmax head and logistic regression.
+    has_proba = results["classifier"].isin(["softmax", "logistic"])
+    assert results.loc[has_proba, "log_loss"].gt(0).all()
+    assert results.loc[~has_proba, "log_loss"].isna().all()
+
+
+def test_paired_statistics_compare_each_classifier_with_the_softmax_head(results):
+    y_true = np.asarray(results.attrs["y_true"])
+    for model, rows in results.groupby("model"):
+        softmax = rows[rows["classifier"] == "softmax"].iloc[0]
+        assert math.isnan(softmax["mcnemar_p"]) and math.isnan(softmax["diff_vs_softmax"])
+        softmax_pred = np.asarray(results.attrs["predictions"][f"{model}|penultimate|softmax"])
+        assert np.mean(softmax_pred == y_true) == pytest.approx(softmax["accuracy"])
+        others = rows[rows["classifier"] != "softmax"]
+        assert others["mcnemar_p"].between(0, 1).all()
+        diff = others["accuracy"] - softmax["accuracy"]
+        np.testing.assert_allclose(others["diff_vs_softmax"], diff, atol=1e-12)
+        # McNemar's discordant counts give the same difference: (b - c) / n.
+        np.testing.assert_allclose((others["mcnemar_b"] - others["mcnemar_c"]) / len(y_true),
+                                   diff, atol=1e-12)  # fmt: skip
+        assert (others["diff_ci_low"] <= others["diff_vs_softmax"]).all()
+        assert (others["diff_vs_softmax"] <= others["diff_ci_high"]).all()
+        for _, row in others[others["selected"]].iterrows():
+            pred = np.asarray(results.attrs["predictions"][f"{model}|penultimate|"
+                                                           f"{row['classifier']}"])
+            assert np.mean(pred == y_true) == pytest.approx(row["accuracy"])
+
+
+def test_selected_C_is_the_cross_validation_choice_not_the_test_choice(results):
+    swept = results[results["classifier"] != "softmax"]
+    for _, rows in swept.groupby(["model", "classifier"]):
+        assert rows["selected"].sum() == 1
+        best_cv = rows["cv_accuracy"].to_numpy().argmax()  # ties: the first (smallest C)
+        assert rows["selected"].to_numpy().nonzero()[0][0] == best_cv
+
+
+def test_write_report_on_compare_results_writes_every_file(results, tmp_path):
+    paths = write_report(results, tmp_path / "report")
+    assert set(paths) == {"results.csv", "report.md", "report.html", "accuracy.png",
+                          "c_curve.png", "confusion_lenet5_penultimate.png",
+                          "confusion_seed_cnn_penultimate.png"}  # fmt: skip
+    for path in paths.values():
+        assert path.stat().st_size > 0
+    written = pd.read_csv(paths["results.csv"])
+    assert len(written) == len(results)
+    text = paths["report.md"].read_text(encoding="utf-8")
+    assert "lenet5" in text and "seed_cnn" in text and "McNemar" in text
+    assert verdict(results).split(",")[0] in text
+
+
+# --------------------------------------------------------------------------- reproducibility
+
+
+@pytest.mark.slow
+def test_the_same_seed_reproduces_every_number_but_the_timings(results, mnist600):
+    again = compare(mnist600, **SMALL)
+    pd.testing.assert_frame_equal(results.drop(columns=list(TIMING_COLUMNS)),
+                                  again.drop(columns=list(TIMING_COLUMNS)))  # fmt: skip
+    for key in ("predictions", "y_true", "split", "classes", "config"):
+        assert again.attrs[key] == results.attrs[key], key
+    _assert_same_training(again, results)
+
+
+# --------------------------------------------------------------------------- leakage
+
+
+def test_split_is_stratified_and_the_parts_are_disjoint(results, mnist600):
+    _, y = mnist600
+    split = results.attrs["split"]
+    train, test = np.asarray(split["train"]), np.asarray(split["test"])
+    assert split["validation"] == []
+    assert not set(train) & set(test)
+    assert sorted([*train, *test]) == list(range(len(y)))
+    assert np.bincount(y[test]).tolist() == [12] * 10
+    assert results.attrs["y_true"] == y[test].tolist()
+
+
+def test_make_split_seed001_has_three_disjoint_stratified_parts():
+    y = np.repeat(np.arange(10), 100)
+    parts = make_split(y, "seed001", random_state=3)
+    assert (len(parts.train), len(parts.validation), len(parts.test)) == (650, 250, 100)
+    assert sorted([*parts.train, *parts.validation, *parts.test]) == list(range(1000))
+    assert np.bincount(y[parts.test]).tolist() == [10] * 10
+    assert np.bincount(y[parts.validation]).tolist() == [25] * 10
+    same = make_split(y, (0.65, 0.25, 0.10), random_state=3)
+    assert np.array_equal(same.train, parts.train) and np.array_equal(same.test, parts.test)
+    assert not np.array_equal(make_split(y, "seed001", random_state=4).test, parts.test)
+
+
+@pytest.mark.slow
+def test_test_images_never_reach_training_or_C_selection(results, mnist600):
+    """Replace every test image by noise: training and C selection must not notice."""
+    X, y = mnist600
+    test = np.asarray(results.attrs["split"]["test"])
+    garbage = X.copy()
+    garbage[test] = np.random.default_rng(1).integers(0, 256, size=X[test].shape, dtype=np.uint8)
+    noisy = compare((garbage, y), **SMALL)
+
+    assert noisy.attrs["split"] == results.attrs["split"]
+    # The networks trained identically (same loss and accuracy every epoch) ...
+    _assert_same_training(noisy, results)
+    # ... and cross-validation on the training features chose the same C with the same scores.
+    pd.testing.assert_frame_equal(_training_columns(noisy), _training_columns(results))
+    # The test images are what the test metrics measure: noise is classified near chance.
+    softmax = noisy[noisy["classifier"] == "softmax"]
+    assert (softmax["accuracy"] < 0.5).all()
+    assert (noisy["accuracy"] != results["accuracy"]).any()
+
+
+# --------------------------------------------------------------------------- transfer, layers
+
+
+@pytest.fixture(scope="module")
+def mnist_checkpoint(tmp_path_factory, mnist600) -> str:
+    """A lenet5 trained (briefly) on MNIST digits, saved as a featclf checkpoint."""
+    X, y = mnist600
+    clf = SoftmaxClassifier("lenet5", epochs=2, validation_fraction=0.0, random_state=0)
+    path = tmp_path_factory.mktemp("weights") / "lenet5-mnist.pt"
+    return str(clf.fit(X, y).save(path))
+
+
+def test_transfer_compares_frozen_features_with_scratch_and_fine_tuning(mnist_checkpoint):
+    X, y = load_digits_images(return_X_y=True)
+    results = compare((X[:400], y[:400]), weights=mnist_checkpoint, classifiers=["logistic"],
+                      epochs=1, cv=2, c_grids=[1.0], n_resamples=100, dataset="digits")
+    assert results["model"].unique().tolist() == ["lenet5"]  # from the checkpoint
+    assert results["classifier"].tolist() == ["softmax", "softmax_finetune", "logistic"]
+    scratch, finetuned, logistic = (row for _, row in results.iterrows())
+    assert finetuned["diff_vs_softmax"] == pytest.approx(finetuned["accuracy"]
+                                                         - scratch["accuracy"])
+    assert 0 <= logistic["mcnemar_p"] <= 1
+    config = results.attrs["config"]
+    assert config["pre-trained weights"] == {"lenet5": mnist_checkpoint}
+    assert set(results.attrs["histories"]) == {"lenet5|softmax", "lenet5|softmax_finetune"}
+    text = verdict(results)
+    assert "trained from scratch" in text and "Fine-tuning the pre-trained lenet5" in text
+    with pytest.raises(ValueError, match="checkpoint of 'lenet5'"):
+        compare((X[:400], y[:400]), models=["seed_cnn"], weights=mnist_checkpoint)
+
+
+def test_transfer_features_come_from_the_pretrained_network(mnist_checkpoint):
+    """Frozen features do not depend on how long the baselines train."""
+    X, y = load_digits_images(return_X_y=True)
+    runs = [
+        compare((X[:300], y[:300]), weights=mnist_checkpoint, classifiers=["rbf_svm"],
+                epochs=epochs, cv=2, c_grids=[1.0, 10.0], n_resamples=50)
+        for epochs in (1, 2)
+    ]  # fmt: skip
+    svm = [r[r["classifier"] == "rbf_svm"].reset_index(drop=True) for r in runs]
+    pd.testing.assert_frame_equal(svm[0][["C", "cv_accuracy", "accuracy"]],
+                                  svm[1][["C", "cv_accuracy", "accuracy"]])  # fmt: skip
+    softmax = [r.loc[r["classifier"] == "softmax", "fit_time_s"].item() for r in runs]
+    assert all(t > 0 for t in softmax)
+    assert len(runs[0].attrs["histories"]["lenet5|softmax"]["epoch"]) == 1
+    assert len(runs[1].attrs["histories"]["lenet5|softmax"]["epoch"]) == 2
+
+
+def test_layer_sweep_gives_one_group_per_layer(mnist600):
+    X, y = mnist600
+    results = compare((X[:300], y[:300]), models=["lenet5"], layers=[None, "c5", "c3"],
+                      classifiers=["logistic"], epochs=1, cv=2, c_grids=[1.0],
+                      n_resamples=50)  # fmt: skip
+    assert results["layer"].unique().tolist() == ["penultimate", "c5", "c3"]
+    features = results[results["classifier"] == "logistic"].set_index("layer")["n_features"]
+    assert features.to_dict() == {"penultimate": 84, "c5": 120, "c3": 16}
+    # One softmax network serves every layer: its row repeats with the same numbers.
+    softmax = results[results["classifier"] == "softmax"]
+    assert softmax["accuracy"].nunique() == 1 and len(softmax) == 3
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _digit_folder(root, n: int = 200):
+    """Scikit-learn digits as PNG files named LABEL.N.png (the seed's layout)."""
+    X, y = load_digits_images(return_X_y=True)
+    root.mkdir()
+    for i in range(n):
+        Image.fromarray(X[i]).save(root / f"{y[i]}.{i}.png")
+    return root
+
+
+def test_cli_compare_writes_a_report_directory(tmp_path, capsys):
+    images = _digit_folder(tmp_path / "digits")
+    out = tmp_path / "report"
+    code = main(["compare", "--data", str(images), "--model", "lenet5", "--layer", "penultimate",
+                 "--layer", "c5", "--classifier", "logistic", "--classifier", "rbf_svm",
+                 "--epochs", "1", "--split", "seed001", "--quick", "--out", str(out)])
+    assert code == 0
+    assert {p.name for p in out.iterdir()} >= {"report.md", "report.html", "results.csv",
+                                               "accuracy.png", "c_curve.png"}  # fmt: skip
+    written = pd.read_csv(out / "results.csv")
+    assert set(written["layer"]) == {"penultimate", "c5"}
+    assert set(written["n_test"]) == {20}  # seed001: 10% of 200
+    # With a validation part, the softmax row's cv_accuracy is its validation accuracy.
+    assert written.loc[written["classifier"] == "softmax", "cv_accuracy"].notna().all()
+    printed = capsys.readouterr()
+    assert "total time" in printed.out and "McNemar p" in printed.out
+    assert "lenet5/c5: logistic: choosing C" in printed.err
+
+
+def test_cli_reports_a_missing_data_folder_with_exit_code_2(tmp_path, capsys):
+    code = main(["compare", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")])
+    assert code == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+# --------------------------------------------------------------------------- argument errors
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"split": 1.5}, "split"),
+        ({"split": (0.5, 0.3)}, "sum to 1"),
+        ({"split": "seed002"}, "seed001"),
+        ({"classifiers": ["softmax"]}, "classifiers"),
+        ({"models": ["lenet6"]}, "lenet5"),
+        ({"cv": 1}, "cv=1"),
+        ({"layers": ["c5", "c5"]}, "twice"),
+        ({"models": ["lenet5"], "layers": ["c9"]}, "c5"),
+        ({"c_grids": {"logistic": [0.0]}}, "positive"),
+        ({"train_options": {"learning_rate": 0.1}}, "learning_rate"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_training(options, message):
+    X, y = load_digits_images(return_X_y=True)
+    with pytest.raises(ValueError, match=message):
+        compare((X[:100], y[:100]), **options)
+
+
+def test_load_data_reads_folders_and_refuses_unlabelled_ones(tmp_path):
+    name, files, labels = load_data(_digit_folder(tmp_path / "seed_digits", n=30))
+    assert name == "seed_digits" and len(files) == 30
+    assert sorted(set(labels.tolist())) == list(range(10))
+    unlabelled = tmp_path / "unlabelled"
+    unlabelled.mkdir()
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(unlabelled / "img.png")
+    with pytest.raises(ValueError, match="no labels"):
+        load_data(unlabelled)
+    with pytest.raises(FileNotFoundError, match="mnist6k"):
+        load_data("mnist6k")
+
+
+def test_training_recipes_follow_the_seed():
+    seed = training_recipe("seed_cnn")
+    assert {k: seed[k] for k in ("optimizer", "lr", "momentum", "nesterov", "lr_decay",
+                                 "batch_size", "epochs")} == {
+        "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "lr_decay": 1e-6,
+        "batch_size": 100, "epochs": 10}  # fmt: skip
+    assert training_recipe("lenet5", options={"augment": "seed"})["augment"] == "seed"

@@ -1,0 +1,142 @@
+"""The Ray engine: same vectors and keys as the local engine, and a killed job resumes cleanly.
+
+These tests start a real local Ray instance (2 CPUs) and real subprocesses; they take about a
+minute together.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from featclf.data import image_files, load_mnist5k
+from featclf.extract import DeepFeatureExtractor
+from featclf.models import get_model, save_checkpoint
+from featclf.store import FeatureStore
+
+ray = pytest.importorskip("ray", reason="the Ray engine needs the featclf[ray] extra")
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def _digit_folder(root: Path, n: int) -> Path:
+    X, y = load_mnist5k(return_X_y=True)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(X[i]).save(root / f"{y[i]}.{i:05d}.png")
+    return root
+
+
+def _shard_rows(store: FeatureStore) -> dict[str, int]:
+    """Rows per digest over every shard index on disk (duplicates show as counts > 1)."""
+    counts: dict[str, int] = {}
+    for index in (Path(store.root) / "configs").glob("*/shard-*.json"):
+        for d in json.loads(index.read_text())["digests"]:
+            counts[d] = counts.get(d, 0) + 1
+    return counts
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_engine_matches_local_engine_and_store_is_shared(tmp_path, ray_local):
+    from featclf.distributed import extract_with_ray
+
+    images = _digit_folder(tmp_path / "digits", 240)
+    torch.manual_seed(1)
+    save_checkpoint(tmp_path / "lenet5.pt", get_model("lenet5").state_dict(), {"model": "lenet5"})
+    files = image_files(images)
+    ext = DeepFeatureExtractor("lenet5", weights=tmp_path / "lenet5.pt").fit()
+    job = extract_with_ray(files, ext, tmp_path / "store", actors=2, batch_size=32)
+    assert (job.n_images, job.n_computed, job.n_reused, job.errors) == (240, 240, 0, [])
+
+    reference = ext.transform(files)  # local engine, no store
+    local = DeepFeatureExtractor("lenet5", weights=tmp_path / "lenet5.pt",
+                                 store=tmp_path / "store").fit()
+    again = local.extract(files)
+    assert (again.n_computed, again.n_reused) == (0, 240)  # every vector came from Ray's shards
+    assert np.abs(again.features - reference).max() < 1e-5
+    assert sorted(_shard_rows(FeatureStore(tmp_path / "store")).values()) == [1] * 240
+
+    rerun = extract_with_ray(files, ext, tmp_path / "store", actors=1, batch_size=64)
+    assert (rerun.n_computed, rerun.n_reused) == (0, 240)
+
+
+def test_ray_engine_skips_and_reports_unreadable_files(tmp_path, ray_local):
+    from featclf.distributed import extract_with_ray
+
+    images = _digit_folder(tmp_path / "digits", 40)
+    (images / "3.99999.png").write_bytes(b"broken")
+    files = image_files(images)
+    ext = DeepFeatureExtractor("lenet5").fit()
+    job = extract_with_ray(files, ext, tmp_path / "store", actors=1, batch_size=16,
+                           on_error="skip")
+    assert job.n_computed == 40
+    assert [Path(e.source).name for e in job.errors] == ["3.99999.png"]
+    with pytest.raises(ValueError, match=r"3\.99999\.png"):
+        extract_with_ray(files, ext, tmp_path / "store2", actors=1, batch_size=16)
+
+
+_JOB = textwrap.dedent("""
+    import sys
+    import ray
+    from featclf.data import ImagePreprocess, image_files
+    from featclf.distributed import extract_with_ray
+    from featclf.extract import DeepFeatureExtractor
+
+    images, weights, store = sys.argv[1:4]
+    ext = DeepFeatureExtractor("resnet18", weights=weights,
+                               preprocess=ImagePreprocess(64, 3, (0.5,) * 3, (0.5,) * 3))
+    job = extract_with_ray(image_files(images), ext, store, actors=1, batch_size=12,
+                           ray_init_kwargs={"num_cpus": 2})
+    print("DONE", job.n_computed, job.n_reused, flush=True)
+""")
+
+
+def test_killed_ray_job_resumes_without_duplicates(tmp_path):
+    images = _digit_folder(tmp_path / "digits", 360)
+    torch.manual_seed(2)
+    save_checkpoint(tmp_path / "r18.pt", get_model("resnet18", num_classes=10).state_dict(),
+                    {"model": "resnet18"})
+    script = tmp_path / "job.py"
+    script.write_text(_JOB)
+    store_dir = tmp_path / "store"
+    cmd = [sys.executable, str(script), str(images), str(tmp_path / "r18.pt"), str(store_dir)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if list(store_dir.glob("configs/*/shard-*.json")):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the job ended before it could be killed: " + \
+        proc.stdout.read().decode()[-2000:]
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+    proc.wait()
+    time.sleep(3)  # let any orphaned worker die before counting
+    store = FeatureStore(store_dir)
+    partial = _shard_rows(store)
+    assert 0 < len(partial) < 360
+
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("DONE"))
+    computed, reused = map(int, line.split()[1:])
+    assert computed + reused == 360 and reused >= len(partial)
+    counts = _shard_rows(FeatureStore(store_dir))
+    assert len(counts) == 360 and set(counts.values()) == {1}  # complete, nothing twice

@@ -1,0 +1,384 @@
+"""FeatureStore and extract_cached: keys, shards, crash leftovers, integrity, pruning, export.
+
+The network is stood in for by a fixed random projection of the pixels (a real, deterministic
+computation on real images), so these tests exercise the store alone; the extractor-level and
+command-line behaviour is in test_extract_job.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from conftest import write_image
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from featclf.data import image_files
+from featclf.data.inputs import as_image_source
+from featclf.store import FeatureStore, StoreError, _host, _new_writer_id, extract_cached
+
+CONFIG = {"model": "projection", "layer": None, "pooling": "avg", "version": 1}
+
+
+class ProjectionCompute:
+    """``compute`` for extract_cached: pixels @ a fixed matrix, counting what it is asked for."""
+
+    def __init__(self, dim: int = 8, batch_size: int = 16, on_error: str = "skip") -> None:
+        self.dim, self.batch_size, self.on_error = dim, batch_size, on_error
+        self.calls: list[int] = []  # sizes of the sources it was called on
+
+    def vectors(self, images) -> np.ndarray:
+        if len(images) == 0:  # a batch whose every file failed
+            return np.empty((0, self.dim), np.float32)
+        flat = images.reshape(len(images), -1).float().numpy() / 255.0
+        weights = np.random.default_rng(0).standard_normal((flat.shape[1], self.dim))
+        return (flat @ weights).astype(np.float32)
+
+    def __call__(self, source):
+        self.calls.append(len(source))
+        for batch in source.iter_batches(batch_size=self.batch_size, preprocess=None,
+                                         on_error=self.on_error):
+            yield batch.indices, self.vectors(batch.images), batch.errors
+
+
+@pytest.fixture
+def digits(mnist_small):
+    return mnist_small[0][:100]
+
+
+@pytest.fixture
+def png_dir(tmp_path, digits):
+    folder = tmp_path / "images"
+    for i, img in enumerate(digits[:30]):
+        write_image(folder / f"{i % 10}_{i:04d}.png", img)
+    return folder
+
+
+def shard_files(store: FeatureStore, suffix: str = ".npy") -> list[Path]:
+    return sorted((store.root / "configs").glob(f"*/shard-*{suffix}"))
+
+
+def test_vectors_round_trip_in_any_order(tmp_path, rng):
+    store = FeatureStore(tmp_path / "s", shard_rows=7)
+    vectors = rng.standard_normal((50, 5)).astype(np.float32)
+    digests = [f"d{i}" for i in range(50)]
+    store.put(CONFIG, digests, vectors)
+    assert len(shard_files(store)) == 8  # ceil(50 / 7)
+    order = rng.permutation(50)
+    found, got = FeatureStore(tmp_path / "s").get(CONFIG, [digests[i] for i in order])
+    assert found.all()
+    np.testing.assert_array_equal(got, vectors[order])
+
+
+def test_float16_store_returns_float32_close_to_the_input(tmp_path, rng):
+    store = FeatureStore(tmp_path / "s", dtype="float16")
+    vectors = rng.standard_normal((10, 4)).astype(np.float32)
+    store.put(CONFIG, list("abcdefghij"), vectors)
+    found, got = store.get(CONFIG, list("jihgfedcba"))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, vectors[::-1], rtol=1e-3, atol=1e-3)
+    assert np.load(shard_files(store)[0]).dtype == np.float16
+
+
+def test_reopening_with_another_dtype_is_refused(tmp_path):
+    FeatureStore(tmp_path / "s", dtype="float16")
+    assert FeatureStore(tmp_path / "s").dtype == "float16"
+    with pytest.raises(StoreError, match="stores float16 vectors"):
+        FeatureStore(tmp_path / "s", dtype="float32")
+
+
+def test_a_foreign_non_empty_directory_is_not_turned_into_a_store(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match="non-empty directory that is not a feature store"):
+        FeatureStore(tmp_path)
+    with pytest.raises(FileNotFoundError, match="not a feature store"):
+        FeatureStore(tmp_path / "missing", create=False)
+
+
+def test_second_extraction_computes_nothing_and_never_calls_compute(tmp_path, digits):
+    store = FeatureStore(tmp_path / "s")
+    source = as_image_source(digits)
+    compute = ProjectionCompute()
+    first = extract_cached(store, source, config=CONFIG, compute=compute)
+    again = extract_cached(FeatureStore(tmp_path / "s"), source, config=CONFIG, compute=compute)
+    assert (first.n_computed, first.n_reused) == (100, 0)
+    assert (again.n_computed, again.n_reused) == (0, 100)
+    assert compute.calls == [100]  # the second call did not touch the "network"
+    np.testing.assert_array_equal(again.features, first.features)
+    np.testing.assert_array_equal(again.indices, np.arange(100))
+    np.testing.assert_allclose(first.features, compute.vectors(source.images), rtol=1e-6)
+
+
+def test_only_the_missing_inputs_are_computed(tmp_path, digits):
+    store = FeatureStore(tmp_path / "s")
+    compute = ProjectionCompute()
+    extract_cached(store, as_image_source(digits[20:60]), config=CONFIG, compute=compute)
+    result = extract_cached(store, as_image_source(digits), config=CONFIG, compute=compute)
+    assert compute.calls == [40, 60]
+    assert (result.n_computed, result.n_reused) == (60, 40)
+    np.testing.assert_allclose(result.features,
+                               compute.vectors(as_image_source(digits).images), rtol=1e-6)
+
+
+def test_changing_the_configuration_misses(tmp_path, digits):
+    store = FeatureStore(tmp_path / "s")
+    source = as_image_source(digits[:10])
+    extract_cached(store, source, config=CONFIG, compute=ProjectionCompute())
+    for change in ({"layer": "c5"}, {"pooling": "max"}, {"model": "other"}):
+        result = extract_cached(store, source, config={**CONFIG, **change},
+                                compute=ProjectionCompute())
+        assert result.n_reused == 0, change
+    assert len(store.configs()) == 4
+
+
+def test_duplicate_images_in_one_input_are_stored_once(tmp_path, digits):
+    store = FeatureStore(tmp_path / "s")
+    images = np.concatenate([digits[:5], digits[:5]])
+    result = extract_cached(store, as_image_source(images), config=CONFIG,
+                            compute=ProjectionCompute())
+    np.testing.assert_array_equal(result.features[:5], result.features[5:])
+    assert store.info()[0].vectors == 5 and store.info()[0].duplicates == 0
+
+
+def test_renamed_file_hits_and_export_shows_its_new_path(tmp_path, png_dir):
+    store = FeatureStore(tmp_path / "s")
+    files = image_files(png_dir)
+    first = extract_cached(store, as_image_source(files), config=CONFIG,
+                           compute=ProjectionCompute(), labels=files.labels)
+    moved = tmp_path / "moved" / "renamed.png"
+    moved.parent.mkdir()
+    shutil.move(files.paths[3], moved)
+    paths = [*files.paths[:3], str(moved), *files.paths[4:]]
+    compute = ProjectionCompute()
+    again = extract_cached(store, as_image_source(paths), config=CONFIG, compute=compute)
+    assert (again.n_computed, again.n_reused) == (0, 30) and compute.calls == []
+    np.testing.assert_array_equal(again.features, first.features)
+    with np.load(store.export(tmp_path / "out.npz")) as npz:
+        where = dict(zip(npz["digests"].tolist(), npz["paths"].tolist()))
+        labels = dict(zip(npz["paths"].tolist(), npz["labels"].tolist()))
+    assert where[first.digests[3]] == str(moved)
+    assert labels[str(moved)] == int(files.labels[3])  # the label survives the move
+
+
+def test_unreadable_files_are_reported_and_not_cached(tmp_path, png_dir):
+    broken = png_dir / "9_broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    paths = [*image_files(png_dir).paths, str(tmp_path / "missing.png")]
+    store = FeatureStore(tmp_path / "s")
+    result = extract_cached(store, as_image_source(paths), config=CONFIG,
+                            compute=ProjectionCompute(on_error="skip"), on_error="skip")
+    assert sorted(e.source for e in result.errors) == sorted([str(broken), paths[-1]])
+    assert len(result.features) == len(paths) - 2 == result.n_computed
+    assert {int(e.index) for e in result.errors} == {paths.index(str(broken)), len(paths) - 1}
+    assert not set(result.indices) & {e.index for e in result.errors}
+    again = extract_cached(store, as_image_source(paths), config=CONFIG,
+                           compute=ProjectionCompute(on_error="skip"), on_error="skip")
+    assert again.n_reused == len(paths) - 2 and again.n_computed == 0
+    assert len(again.errors) == 2
+
+
+def test_raise_on_error_keeps_the_shards_already_written(tmp_path, png_dir):
+    paths = image_files(png_dir).paths
+    (png_dir / "bad.png").write_bytes(b"junk")
+    store = FeatureStore(tmp_path / "s", shard_rows=8)
+    with pytest.raises(ValueError, match="bad.png"):
+        extract_cached(store, as_image_source([*paths, str(png_dir / "bad.png")]),
+                       config=CONFIG, compute=ProjectionCompute(batch_size=8, on_error="skip"),
+                       on_error="raise")
+    assert store.info()[0].vectors == 24  # three full batches went in before the bad one
+    result = extract_cached(store, as_image_source(paths), config=CONFIG,
+                            compute=ProjectionCompute())
+    assert (result.n_reused, result.n_computed) == (24, 6)
+
+
+def test_flipped_bytes_are_named_by_verify_and_never_returned(tmp_path, digits):
+    store = FeatureStore(tmp_path / "s", shard_rows=25)
+    source = as_image_source(digits)
+    first = extract_cached(store, source, config=CONFIG, compute=ProjectionCompute())
+    truth, digests = first.features, first.digests
+    assert store.get(CONFIG, digests)[0].all()  # every shard read (and checked) once here
+    time.sleep(0.02)  # file times tick coarsely: let the damage get a new mtime
+    victim = shard_files(store)[1]
+    data = bytearray(victim.read_bytes())
+    data[-40:-20] = bytes(b ^ 0xFF for b in data[-40:-20])
+    victim.write_bytes(bytes(data))
+    report = store.verify()
+    assert not report.ok and [p for p, _ in report.problems] == [
+        str(victim.relative_to(store.root))]
+    # This process checked the shard before it was damaged: it notices the change.
+    with pytest.warns(UserWarning, match=victim.stem):
+        found, got = store.get(CONFIG, digests)
+    assert found.sum() == 75
+    np.testing.assert_array_equal(got, truth[found])
+    compute = ProjectionCompute()
+    with pytest.warns(UserWarning, match=victim.stem):  # and so does a new store object
+        result = extract_cached(FeatureStore(store.root), source, config=CONFIG, compute=compute)
+    assert compute.calls == [25] and result.n_reused == 75
+    np.testing.assert_array_equal(result.features, truth)
+    pruned = store.prune()
+    assert len(pruned.damaged) == 1 and store.verify().ok
+    assert store.info()[0].vectors == 100 and store.info()[0].duplicates == 0
+    np.testing.assert_array_equal(FeatureStore(store.root).get(CONFIG, digests)[1], truth)
+
+
+def test_truncated_shard_counts_as_missing(tmp_path, rng):
+    store = FeatureStore(tmp_path / "s")
+    store.put(CONFIG, ["a", "b"], rng.standard_normal((2, 3)))
+    path = shard_files(store)[0]
+    path.write_bytes(path.read_bytes()[:-4])
+    with pytest.warns(UserWarning, match="bytes, its index says"):
+        found, got = store.get(CONFIG, ["a", "b"])
+    assert not found.any() and got.shape == (0, 3)
+    assert "bytes, its index says" in store.verify().problems[0][1]
+
+
+def _dead_writer_name() -> str:
+    """A writer id of a process that has exited (its pid is free)."""
+    pid = subprocess.run([sys.executable, "-S", "-c", "import os; print(os.getpid())"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    return f"{_host()}-{pid}-abc123"
+
+
+def test_crash_leftovers_are_invisible_and_pruned(tmp_path, rng):
+    store = FeatureStore(tmp_path / "s")
+    store.put(CONFIG, ["a"], rng.standard_normal((1, 3)))
+    ns = shard_files(store)[0].parent
+    dead = _dead_writer_name()
+    # killed between the shard's rename and its index's: a .npy without index
+    np.save(ns / f"shard-{dead}-000000.npy", np.ones((1, 3), np.float32))
+    # killed while writing: a temporary file
+    (ns / f".tmp-{dead}-shard-{dead}-000001.npy").write_bytes(b"half")
+    live = f".tmp-{_new_writer_id()}-shard-in-flight.npy"  # a writer that is running (us)
+    (ns / live).write_bytes(b"being written")
+    assert store.get(CONFIG, ["a"])[0].all() and store.verify().ok
+    report = store.prune()
+    assert len(report.orphans) == 1 and len(report.temp_files) == 1
+    assert (ns / live).exists()  # a live writer's file is left alone
+    assert sorted(p.name for p in ns.iterdir() if not p.name.startswith(".")) == sorted(
+        ["config.json", shard_files(store)[0].name, shard_files(store, ".json")[0].name])
+
+
+def test_duplicates_from_racing_writers_are_pruned(tmp_path, rng):
+    store = FeatureStore(tmp_path / "s", shard_rows=10)
+    vectors = rng.standard_normal((30, 4)).astype(np.float32)
+    digests = [f"d{i}" for i in range(30)]
+    with store.writer(CONFIG) as a, store.writer(CONFIG) as b:
+        a.add(digests[:20], vectors[:20])
+        b.add(digests[10:], vectors[10:])
+    assert store.info()[0].duplicates == 10
+    reader = FeatureStore(store.root)
+    np.testing.assert_array_equal(reader.get(CONFIG, digests)[1], vectors)
+    report = store.prune()
+    assert report.duplicates == 10
+    info = store.info()[0]
+    assert (info.vectors, info.duplicates) == (30, 0) and store.verify().ok
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the reader follows the rewrite, it sees no damage
+        found, got = reader.get(CONFIG, digests)
+    np.testing.assert_array_equal(got, vectors)
+
+
+def test_compacting_merges_small_shards_and_keeps_every_vector(tmp_path, rng):
+    small = FeatureStore(tmp_path / "s", shard_rows=3)
+    vectors = rng.standard_normal((40, 4)).astype(np.float32)
+    digests = [f"d{i}" for i in range(40)]
+    small.put(CONFIG, digests, vectors, labels=list(range(40)))
+    small.put(CONFIG, digests[:5], vectors[:5])  # and some duplicates
+    assert len(shard_files(small)) == 16
+    report = FeatureStore(tmp_path / "s", shard_rows=16).prune(compact=True)
+    assert (report.merged, report.duplicates) == (16, 5)
+    assert sorted(np.load(p).shape[0] for p in shard_files(small)) == [8, 16, 16]
+    digests_out, _, labels, got = small.entries(CONFIG)
+    order = np.argsort([int(d[1:]) for d in digests_out])
+    np.testing.assert_array_equal(got[order], vectors)
+    assert [labels[i] for i in order] == list(range(40)) and small.verify().ok
+
+
+def test_prune_removes_a_configuration(tmp_path, rng):
+    store = FeatureStore(tmp_path / "s")
+    store.put(CONFIG, ["a"], rng.standard_normal((1, 3)))
+    store.put({**CONFIG, "layer": "c3"}, ["a"], rng.standard_normal((1, 6)))
+    key = store.config_key(CONFIG)
+    report = store.prune(configs=[key[:8]])
+    assert report.configs == [key] and store.configs() == [store.config_key({**CONFIG,
+                                                                            "layer": "c3"})]
+    assert not store.get(CONFIG, ["a"])[0].any()
+
+
+def test_export_parquet_carries_paths_labels_and_config(tmp_path, png_dir):
+    store = FeatureStore(tmp_path / "s")
+    files = image_files(png_dir)
+    result = extract_cached(store, as_image_source(files), config=CONFIG,
+                            compute=ProjectionCompute(), labels=files.labels)
+    table = pq.read_table(store.export(tmp_path / "out.parquet"))
+    assert table.num_rows == 30
+    assert json.loads(table.schema.metadata[b"featclf_config"]) == CONFIG
+    rows = {r["path"]: r for r in table.to_pylist()}
+    for i, path in enumerate(files.paths):
+        assert rows[path]["label"] == int(files.labels[i])
+        np.testing.assert_array_equal(rows[path]["vector"], result.features[i])
+
+
+def test_writer_flushes_after_flush_seconds(tmp_path, rng):
+    store = FeatureStore(tmp_path / "s", shard_rows=1000, flush_seconds=1e-9)
+    with store.writer(CONFIG) as w:
+        w.add(["a"], rng.standard_normal((1, 3)))
+        assert len(shard_files(store)) == 1  # written without waiting for 1000 rows
+        w.add(["b"], rng.standard_normal((1, 3)))
+    assert len(shard_files(store)) == 2
+
+
+def test_store_pickles_settings_not_caches(tmp_path, rng):
+    store = FeatureStore(tmp_path / "s", shard_rows=3)
+    store.put(CONFIG, ["a"], rng.standard_normal((1, 3)))
+    store.get(CONFIG, ["a"])
+    clone = pickle.loads(pickle.dumps(store))
+    assert clone._indexes == {} and clone.shard_rows == 3 and clone.get(CONFIG, ["a"])[0].all()
+
+
+def test_reader_sees_shards_written_after_it_opened(tmp_path, rng):
+    reader = FeatureStore(tmp_path / "s")
+    assert not reader.get(CONFIG, ["a"])[0].any()
+    FeatureStore(tmp_path / "s").put(CONFIG, ["a"], rng.standard_normal((1, 3)))
+    assert reader.get(CONFIG, ["a"])[0].all()
+
+
+def test_index_files_are_written_after_their_shards(tmp_path, rng):
+    store = FeatureStore(tmp_path / "s", shard_rows=1)
+    store.put(CONFIG, ["a", "b", "c"], rng.standard_normal((3, 3)))
+    for index in shard_files(store, ".json"):
+        assert os.stat(index).st_mtime_ns >= os.stat(index.with_suffix(".npy")).st_mtime_ns
+        assert json.loads(index.read_text())["xxh3"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 19), min_size=1, max_size=15), min_size=1, max_size=4),
+       st.integers(1, 6))
+def test_any_sequence_of_writers_gives_every_vector_once_after_prune(tmp_path_factory, batches,
+                                                                     shard_rows):
+    root = tmp_path_factory.mktemp("h") / "s"
+    store = FeatureStore(root, shard_rows=shard_rows)
+    table = np.arange(20 * 3, dtype=np.float32).reshape(20, 3)
+    for ids in batches:
+        with store.writer(CONFIG) as w:
+            w.add([f"d{i}" for i in ids], table[ids])
+    written = sorted({i for ids in batches for i in ids})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        store.prune()
+        found, got = store.get(CONFIG, [f"d{i}" for i in range(20)])
+    assert np.flatnonzero(found).tolist() == written
+    np.testing.assert_array_equal(got, table[written])
+    info = store.info()[0]
+    assert (info.vectors, info.duplicates) == (len(written), 0)
