@@ -43,6 +43,8 @@ from featclf.models import get_model, get_model_spec
 NAME = "decode_throughput"
 MODELS = ("alexnet", "resnet18", "resnet50")
 WORKERS = (0, 2)
+# Share of the time budget kept for the end-to-end check (run_all passes the budget).
+E2E_SHARE = 0.25
 # A decoder/transform is worth switching to when it is at least this much faster.
 WORTH_SWITCHING = 1.2
 
@@ -52,7 +54,7 @@ SETTINGS = {
     "full": dict(n_images=64, image_size=(500, 375), repeats=5, batch=32, px=224,
                  forward_repeats=5, e2e_models=("alexnet", "resnet18"), e2e_images=128),
     "quick": dict(n_images=64, image_size=(500, 375), repeats=3, batch=32, px=224,
-                  forward_repeats=3, e2e_models=("alexnet",), e2e_images=128),
+                  forward_repeats=2, e2e_models=("alexnet",), e2e_images=64),
     "smoke": dict(n_images=4, image_size=(80, 60), repeats=1, batch=2, px=64,
                   forward_repeats=1, e2e_models=("alexnet",), e2e_images=4),
 }
@@ -123,14 +125,24 @@ def measure_decoding(paths: list[str], pre: ImagePreprocess, repeats: int) -> di
     return out
 
 
-def measure_forward(name: str, batch: int, px: int, repeats: int) -> dict:
-    """Bare forward img/s of ``name`` (random weights) at ``batch`` x 3 x ``px`` x ``px``."""
+def measure_forward(name: str, batch: int, px: int, repeats: int,
+                    seconds_left: float | None = None) -> dict:
+    """Bare forward img/s of ``name`` (random weights) at ``batch`` x 3 x ``px`` x ``px``.
+
+    With ``seconds_left``, fewer repeats (at least one) when the warm-up batch says the
+    requested ones would not fit.
+    """
     model = get_model(name).eval().to(memory_format=torch.channels_last)
     x = torch.randn(batch, 3, px, px).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        timing = common.time_call(lambda: model(x), warmup=1, repeats=repeats)
+        start = time.perf_counter()
+        model(x)  # warm-up: oneDNN builds its kernels on the first call
+        warm = time.perf_counter() - start
+        if seconds_left is not None:
+            repeats = max(1, min(repeats, int(seconds_left / max(warm, 1e-6))))
+        timing = common.time_call(lambda: model(x), warmup=0, repeats=repeats)
     return {"img_per_s": batch / timing.median, "ms_per_batch": timing.median * 1e3,
-            "spread": timing.spread}
+            "spread": timing.spread, "repeats": repeats}
 
 
 def measure_end_to_end(name: str, paths: list[str], batch: int, workers: int) -> float:
@@ -179,7 +191,7 @@ def bottlenecks(decode: dict, forward: dict, cores: int, threads: int) -> list[d
     return rows
 
 
-def recommendations(decode: dict, rows: list[dict]) -> list[str]:
+def recommendations(decode: dict, rows: list[dict], end_to_end: list[dict]) -> list[str]:
     """Plain-language conclusions from the measurements."""
     out = []
     pil, tv = decode["pillow decode only"], decode["torchvision.io decode only"]
@@ -190,6 +202,9 @@ def recommendations(decode: dict, rows: list[dict]) -> list[str]:
             f"({tv['ms_per_img']:.2f} vs {pil['ms_per_img']:.2f} ms/img): featclf.data.decode "
             "could use it for JPEG bytes (apply_exif_orientation=True), keeping Pillow for other "
             "formats, odd modes and its error messages. (Reported, not changed here.)")
+    elif speed * WORTH_SWITCHING <= 1:
+        out.append(f"Pillow decodes JPEG faster than torchvision.io here ({1 / speed:.2f}x): "
+                   "keep Pillow.")
     else:
         out.append(f"Pillow and torchvision.io decode JPEG at similar speed here ({speed:.2f}x): "
                    "no reason to switch decoders.")
@@ -212,12 +227,23 @@ def recommendations(decode: dict, rows: list[dict]) -> list[str]:
                        and r["decode_path"] == "pillow+featclf" and r["bottleneck"] == "forward"})
         out.append(f"With {k} DataLoader workers and featclf's decoder, decode-bound: "
                    f"{', '.join(bound) or 'none'}; forward-bound: {', '.join(free) or 'none'}.")
+    for model in dict.fromkeys(r["model"] for r in end_to_end):
+        rate = {r["workers"]: r["img_per_s"] for r in end_to_end if r["model"] == model}
+        if 0 in rate and 2 in rate:
+            gain = rate[2] / rate[0]
+            why = ("the workers compete with the forward's threads for the same cores"
+                   if gain < 1 else "decoding overlaps the forward")
+            out.append(f"Measured {model} from JPEG through FileSource.iter_batches: 2 workers "
+                       f"{rate[2]:.0f} img/s vs 0 workers {rate[0]:.0f} img/s ({gain:.2f}x; "
+                       f"{why}).")
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     args = common.parse_args(__doc__.splitlines()[0], argv)
     cfg = SETTINGS[args.mode]
+    # Finish within run_all's budget (80 % of it, leaving room for start-up and writing).
+    deadline = (time.perf_counter() + 0.8 * args.time_budget) if args.time_budget else None
     cores = os.cpu_count() or 1
     threads = max(1, min(2, cores))
     pre = get_model_spec("resnet18").preprocess
@@ -230,14 +256,24 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)  # per-core rate, as in a DataLoader worker
         decode = measure_decoding(paths, pre, cfg["repeats"])
         torch.set_num_threads(threads)
-        forward = {m: measure_forward(m, cfg["batch"], cfg["px"], cfg["forward_repeats"])
-                   for m in MODELS}
+        forward = {}
+        for i, m in enumerate(MODELS):
+            # Within run_all's budget: split what is left (minus the end-to-end share) evenly.
+            share = None if deadline is None else max(0.0, (
+                deadline - time.perf_counter()) * (1 - E2E_SHARE) / (len(MODELS) - i))
+            forward[m] = measure_forward(m, cfg["batch"], cfg["px"], cfg["forward_repeats"],
+                                         share)
         e2e_paths = (paths * (cfg["e2e_images"] // len(paths) + 1))[: cfg["e2e_images"]]
         end_to_end = []
-        for m in cfg["e2e_models"]:
-            for k in WORKERS:
-                end_to_end.append({"model": m, "workers": k, "img_per_s":
-                                   measure_end_to_end(m, e2e_paths, cfg["batch"], k)})
+        if deadline is not None and deadline - time.perf_counter() < E2E_SHARE * args.time_budget:
+            e2e_skipped = "skipped: the time budget was nearly spent"
+            print(f"end-to-end check {e2e_skipped}", flush=True)
+        else:
+            e2e_skipped = None
+            for m in cfg["e2e_models"]:
+                for k in WORKERS:
+                    end_to_end.append({"model": m, "workers": k, "img_per_s":
+                                       measure_end_to_end(m, e2e_paths, cfg["batch"], k)})
     rows = bottlenecks(decode, forward, cores, threads)
     for r in end_to_end:
         match = next(x for x in rows if x["model"] == r["model"] and x["workers"] == r["workers"]
@@ -256,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                         "forward_img_s", "bottleneck", "shared_cpu_estimate_img_s"])
     if end_to_end:
         common.print_table("End to end: FileSource.iter_batches + bare forward", end_to_end)
-    recs = recommendations(decode, rows)
+    recs = recommendations(decode, rows, end_to_end)
     print("\n" + "\n".join(f"- {r}" for r in recs))
 
     pil_rate = decode["pillow+featclf"]["img_per_s"]
@@ -269,8 +305,12 @@ def main(argv: list[str] | None = None) -> int:
         "torchvision.io+v2 / featclf whole-path speedup":
             decode["pillow+featclf"]["ms_per_img"] / decode["torchvision.io+v2"]["ms_per_img"],
     }
+    for r in end_to_end:
+        headline[f"{r['model']} from JPEG, {r['workers']} workers, measured img/s"] = \
+            r["img_per_s"]
     for m, fwd in forward.items():
-        headline[f"{m} decode(1 core)/forward ratio"] = pil_rate / fwd["img_per_s"]
+        headline[f"{m}: featclf decode on 1 core / forward img/s (<1: decode-bound)"] = \
+            pil_rate / fwd["img_per_s"]
     path = common.write_json(NAME, {
         "mode": args.mode,
         "config": {**cfg, "models": list(MODELS), "workers": list(WORKERS),
@@ -278,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                    "decode_threads": 1, "forward_threads": threads,
                    "torchvision_image_backend": torchvision.get_image_backend()},
         "results": {"decode": decode, "forward": forward, "bottleneck": rows,
-                    "end_to_end": end_to_end},
+                    "end_to_end": end_to_end, "end_to_end_skipped": e2e_skipped},
         "headline": headline,
         "recommendations": recs,
     }, args.out_dir)

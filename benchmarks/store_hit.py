@@ -5,9 +5,11 @@ run of a job):
 
 * **hit vs raw np.load**: ``FeatureStore(root).get(config, digests)`` for every vector of a
   store (``n`` x ``dim`` float32 in shards of ``shard_rows``), against ``np.load`` of the same
-  matrix saved as one ``.npy``. Three cases: ``first read`` (a new process: the indexes are
-  parsed and every shard's checksum is checked once), ``reopened`` (a new store object in a
-  process that already checked the shards: no re-hash), ``warm`` (the same object again).
+  matrix saved as one ``.npy``. Three cases: ``first read`` (as in a new process: the indexes
+  are parsed and every shard's checksum is checked once), ``reopened`` (a new store object in
+  a process that has read the store before: indexes cached, no re-hash), ``warm`` (the same
+  object again). The same for 84-float vectors, where the per-vector work (turning digests
+  into keys, looking them up) weighs more than the bytes.
   Target: >= 0.5x the speed of ``np.load`` (PERFORMANCE.md aims at <= 1.1x its time).
 * **open**: ``FeatureStore(root)`` (target <= 5 ms).
 * **hit vs recompute**: ``DeepFeatureExtractor(store=...).transform(X)`` when every vector is
@@ -16,7 +18,8 @@ run of a job):
   extractors fitted beforehand (``fit`` builds the network and its fingerprint; its time is
   reported as ``fit_s``). Target: >= 20x faster.
 * **write**: ``FeatureStore.put`` (shards + indexes, each fsynced and renamed) against
-  ``np.save`` + fsync of the same matrix.
+  ``np.save`` + fsync of the same matrix, as one file and as one file per shard (this VM's
+  disk writes new files at 0.2-1.3 GB/s depending on the moment: compare within a run).
 * **verify**: ``FeatureStore.verify`` throughput against ``np.load`` throughput.
 
 Run: ``python benchmarks/store_hit.py [--quick | --smoke] [--out-dir DIR]``.
@@ -81,18 +84,21 @@ def measure_io(root: Path, n: int, dim: int, shard_rows: int, repeats: int) -> d
     digests = [f"{i:032x}" for i in range(n)]
     mb = matrix.nbytes / 1e6
 
-    saves = iter(range(10**6))
-    # A new file each time, as the store writes new shards (overwriting is faster here).
-    save = common.time_call(lambda: _fsync_save(root / f"raw{next(saves)}.npy", matrix),
-                            warmup=1, repeats=repeats)
-    raw = root / "raw0.npy"
-    counter = iter(range(10**6))
+    saves, puts = iter(range(10**6)), iter(range(10**6))
 
     def put() -> None:
-        FeatureStore(root / f"w{next(counter)}", shard_rows=shard_rows).put(CONFIG, digests,
-                                                                            matrix)
+        FeatureStore(root / f"w{next(puts)}", shard_rows=shard_rows).put(CONFIG, digests, matrix)
 
-    write = common.time_call(put, warmup=1, repeats=repeats)
+    def save_shards() -> None:  # np.save of the same shards: the cost of many files alone
+        k = next(saves)
+        for start in range(0, n, shard_rows):
+            _fsync_save(root / f"part{k}-{start}.npy", matrix[start:start + shard_rows])
+
+    # New files each time, as the store writes new shards (overwriting is faster here).
+    writes = interleaved({"save": lambda: _fsync_save(root / f"raw{next(saves)}.npy", matrix),
+                          "save_shards": save_shards, "put": put}, repeats)
+    save, save_shards_t, write = writes["save"], writes["save_shards"], writes["put"]
+    raw = root / "raw0.npy"
 
     store_root = root / "w0"
     if not (store_root / "configs").is_dir():
@@ -100,6 +106,7 @@ def measure_io(root: Path, n: int, dim: int, shard_rows: int, repeats: int) -> d
 
     def first_read() -> np.ndarray:
         store_module._CHECKED.clear()  # what a new process starts with
+        store_module._INDEXES.clear()
         return FeatureStore(store_root).get(CONFIG, digests)[1]
 
     def reopened() -> np.ndarray:
@@ -128,9 +135,36 @@ def measure_io(root: Path, n: int, dim: int, shard_rows: int, repeats: int) -> d
         "np_load_mb_s": mb / load.median,
         "write_mb_s": mb / write.median, "np_save_mb_s": mb / save.median,
         "write_over_np_save": save.median / write.median,
+        "np_save_shards": save_shards_t.to_dict(),
+        "np_save_shards_mb_s": mb / save_shards_t.median,
+        "write_over_np_save_shards": save_shards_t.median / write.median,
         "verify_mb_s": mb / verify.median,
         "verify_over_np_load": load.median / verify.median,
+        "small_vectors": measure_small_reads(root, n, repeats),
     }
+
+
+def measure_small_reads(root: Path, n: int, repeats: int) -> dict:
+    """The same reads for LeNet-5-sized vectors (84 floats), where per-vector costs weigh more."""
+    dim = 84
+    matrix = np.random.default_rng(1).standard_normal((n, dim)).astype(np.float32)
+    digests = [f"{i:032x}" for i in range(n)]
+    raw = root / "small.npy"
+    np.save(raw, matrix)
+    FeatureStore(root / "small", shard_rows=4096).put(CONFIG, digests, matrix)
+
+    def first_read() -> np.ndarray:
+        store_module._CHECKED.clear()
+        store_module._INDEXES.clear()
+        return FeatureStore(root / "small").get(CONFIG, digests)[1]
+
+    t = interleaved({"np_load": lambda: np.load(raw), "first": first_read,
+                     "again": lambda: FeatureStore(root / "small").get(CONFIG, digests)[1]},
+                    repeats * 3)
+    return {"dim": dim, "np_load": t["np_load"].to_dict(), "hit_first_read": t["first"].to_dict(),
+            "hit_reopened": t["again"].to_dict(),
+            "hit_first_read_over_np_load": t["np_load"].median / t["first"].median,
+            "hit_reopened_over_np_load": t["np_load"].median / t["again"].median}
 
 
 def _images(model: str, n: int) -> np.ndarray:
@@ -160,6 +194,7 @@ def measure_recompute(root: Path, model: str, n: int, repeats: int) -> dict:
 
     def hit_new_process() -> np.ndarray:
         store_module._CHECKED.clear()
+        store_module._INDEXES.clear()
         return cached.transform(X)
 
     hit = common.time_call(hit_new_process, warmup=1, repeats=repeats)
@@ -191,9 +226,14 @@ def main(argv: list[str] | None = None) -> int:
           "x np.load": io_results[f"{k}_over_np_load"]}
          for c, k in (("first read (checksums)", "hit_first_read"),
                       ("reopened (no re-hash)", "hit_reopened"), ("warm", "hit_warm"))])
+    small = io_results["small_vectors"]
+    common.print_table(f"Reading {cfg['n']} x {small['dim']} float32 (small vectors)", [
+        {"case": "first read (checksums)", "x np.load": small["hit_first_read_over_np_load"]},
+        {"case": "reopened (no re-hash)", "x np.load": small["hit_reopened_over_np_load"]}])
     common.print_table("Writing and verifying", [
         {"what": "store put (fsync per shard)", "MB/s": io_results["write_mb_s"]},
-        {"what": "np.save + fsync", "MB/s": io_results["np_save_mb_s"]},
+        {"what": "np.save + fsync, one file", "MB/s": io_results["np_save_mb_s"]},
+        {"what": "np.save + fsync, one file per shard", "MB/s": io_results["np_save_shards_mb_s"]},
         {"what": "store verify", "MB/s": io_results["verify_mb_s"]},
         {"what": "np.load", "MB/s": io_results["np_load_mb_s"]}])
     common.print_table("Extraction, every vector stored vs recomputed", hits,
@@ -209,8 +249,10 @@ def main(argv: list[str] | None = None) -> int:
                                        if h["model"] == "lenet5"),
         "hit/np.load first read": io_results["hit_first_read_over_np_load"],
         "hit/np.load reopened": io_results["hit_reopened_over_np_load"],
+        "hit/np.load first read, 84-dim": small["hit_first_read_over_np_load"],
         "open ms": io_results["open_ms"],
         "write/np.save": io_results["write_over_np_save"],
+        "write/np.save per shard": io_results["write_over_np_save_shards"],
         "verify MB/s": io_results["verify_mb_s"],
     }
     meets = {

@@ -780,6 +780,8 @@ def compare(
         # One preprocessing for all three networks of a transfer run: the pre-trained one's.
         recipes[model] = {"preprocess": info["preprocess"], **recipes[model]}
     options = dict(classifier_options or {})
+    for classifier in classifiers:
+        make_classifier(classifier, **options)  # bad options raise now, not after training
 
     source = as_image_source(X, name="data")
     run = _Experiment(

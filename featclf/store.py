@@ -83,6 +83,7 @@ Examples
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import csv
 import dataclasses
@@ -94,8 +95,10 @@ import re
 import secrets
 import shutil
 import socket
+import threading
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -113,6 +116,8 @@ STORE_VERSION = 1
 SHARD_FORMAT = "featclf-shard"
 STORE_META = "featclf-store.json"
 DTYPES = ("float32", "float16")
+# What a store directory may hold besides temporary files.
+_STORE_ENTRIES = {STORE_META, "configs", "samples", "errors.csv", ".prune.lock"}
 
 _SHARD_INDEX = re.compile(r"^shard-.+\.json$")
 _WRITER_IN_NAME = re.compile(r"(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-(?P<token>[0-9a-f]{6})")
@@ -120,9 +125,15 @@ _WRITER_IN_NAME = re.compile(r"(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-(?P<token>[0-
 # Shards whose checksum this process has checked: (path, inode, size, mtime, ctime) -> ok. A
 # file written to after the check gets new times (or size, or inode), so it is checked again.
 _CHECKED: dict[tuple[str, int, int, int, int], bool] = {}
+# Indexes of the namespaces this process has read, by directory (most recent last). Index
+# files are written once and never changed, so a later FeatureStore object on the same store
+# (the extractor opens one per call) only lists the directory and reads the new ones.
+_INDEXES: OrderedDict[str, _ConfigIndex] = OrderedDict()
+_MAX_CACHED_INDEXES = 32
+_INDEXES_LOCK = threading.Lock()
 # Reads of many shards run in threads once there is this much to read.
 _READ_THREADS = min(4, os.cpu_count() or 1)
-_PARALLEL_READ_BYTES = 4 << 20
+_PARALLEL_READ_BYTES = 32 << 20
 
 
 class StoreError(ValueError):
@@ -203,17 +214,9 @@ def _as_label(value: Any) -> Any:
 # shards and their indexes
 
 
-_HEX_DIGEST = re.compile(r"[0-9a-f]{32}")
-
-
 @dataclass
 class _Shard:
-    """What a shard's index says about it.
-
-    The index keeps the 128-bit keys of its digests as one hex string (``"keys"``), which
-    parses in one C call, and paths as one NUL-separated string; the lists are built only when
-    asked for (export, prune), not on a cache hit.
-    """
+    """What a shard's index says about it (``keys``: the digests as 128-bit numbers)."""
 
     name: str  # file stem, "shard-<writer>-<seq>"
     rows: int
@@ -221,55 +224,39 @@ class _Shard:
     dtype: str
     nbytes: int
     checksum: str
-    keys: np.ndarray  # (rows, 2) uint64
+    digests: list[str]
+    paths: list[str | None] | None
     labels: list[Any] | None
-    explicit_digests: list[str] | None  # digests that are not 32 lowercase hex characters
-    packed_paths: str | None
+    keys: np.ndarray  # (rows, 2) uint64
 
     @classmethod
     def from_index(cls, data: dict, stem: str) -> _Shard:
         if data.get("format") != SHARD_FORMAT:
             raise ValueError("not a featclf shard index")
-        rows = int(data["rows"])
-        keys = np.frombuffer(bytes.fromhex(data["keys"]), "<u8").reshape(-1, 2)
-        if len(keys) != rows:
-            raise ValueError(f"{len(keys)} keys for {rows} rows")
-        digests, labels = data.get("digests"), data.get("labels")
-        if (digests is not None and len(digests) != rows) or \
-                (labels is not None and len(labels) != rows):
-            raise ValueError(f"digests or labels do not match its {rows} rows")
+        rows, digests = int(data["rows"]), list(data["digests"])
+        paths, labels = data.get("paths"), data.get("labels")
+        if len(digests) != rows or any(v is not None and len(v) != rows
+                                       for v in (paths, labels)):
+            raise ValueError(f"digests, paths or labels do not match its {rows} rows")
+        keys, missing = _digest_keys(digests)
+        if missing is not None and missing.any():
+            raise ValueError("a digest is null")
         return cls(stem, rows, int(data["dim"]), str(data["dtype"]), int(data["bytes"]),
-                   str(data["xxh3"]), keys, labels, digests, data.get("paths"))
-
-    @functools.cached_property
-    def digests(self) -> list[str]:
-        """The sample digests, one per row."""
-        if self.explicit_digests is not None:
-            return self.explicit_digests
-        text = self.keys.tobytes().hex()
-        return [text[i:i + 32] for i in range(0, len(text), 32)]
-
-    @functools.cached_property
-    def paths(self) -> list[str | None] | None:
-        """The samples' paths when written (None where unknown), or None."""
-        if self.packed_paths is None:
-            return None
-        return [p or None for p in self.packed_paths.split("\0")]
+                   str(data["xxh3"]), digests, paths, labels, keys)
 
 
 def _npy_header(vectors: np.ndarray) -> bytes:
     """The ``.npy`` header ``np.save`` would write for ``vectors`` (C-order, 2-D)."""
+    return _expected_header(vectors.shape[0], vectors.shape[1], vectors.dtype.name)
+
+
+@functools.lru_cache(maxsize=256)
+def _expected_header(rows: int, dim: int, dtype: str) -> bytes:
+    """The exact header bytes of a shard, so that reads compare bytes instead of parsing."""
     buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buf, np.lib.format.header_data_from_array_1_0(vectors))
+    np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(
+        np.dtype(dtype)), "fortran_order": False, "shape": (rows, dim)})
     return buf.getvalue()
-
-
-def _parse_header(header: bytes) -> tuple[tuple[int, ...], bool, np.dtype]:
-    fh = io.BytesIO(header)
-    version = np.lib.format.read_magic(fh)
-    if version == (1, 0):
-        return np.lib.format.read_array_header_1_0(fh)
-    return np.lib.format.read_array_header_2_0(fh)
 
 
 def _readinto(fh, target: memoryview) -> int:
@@ -287,8 +274,10 @@ class _DamagedShard(Exception):
 
 
 def _read_shard_rows(path: Path, shard: _Shard, rows: np.ndarray, out: np.ndarray,
-                     slots: np.ndarray | slice) -> None:
+                     slots: np.ndarray | slice, whole: bool) -> None:
     """Copy ``shard[rows]`` into ``out[slots]`` (float32), checking what must be checked.
+
+    ``whole``: ``rows`` is every row of the shard in order and ``slots`` a slice.
 
     Raises
     ------
@@ -310,14 +299,8 @@ def _read_shard_rows(path: Path, shard: _Shard, rows: np.ndarray, out: np.ndarra
         if checked is False:
             raise _DamagedShard(f"{path.name}: checksum mismatch")
         header = fh.read(shard.nbytes - data_len)
-        try:
-            shape, fortran, dtype = _parse_header(header)
-        except ValueError as exc:
-            raise _DamagedShard(f"{path.name}: bad .npy header ({exc})") from None
-        if shape != (shard.rows, shard.dim) or fortran or dtype != np.dtype(shard.dtype):
-            raise _DamagedShard(f"{path.name}: header {shape} {dtype} does not match its index")
-        whole = isinstance(slots, slice) and len(rows) == shard.rows and \
-            (shard.rows == 0 or (rows[0] == 0 and np.all(np.diff(rows) == 1)))
+        if header != _expected_header(shard.rows, shard.dim, shard.dtype):
+            raise _DamagedShard(f"{path.name}: its .npy header does not match its index")
         if checked and len(rows) * 4 < shard.rows:
             # A few rows of a shard already checked: map it instead of reading it all.
             data = np.memmap(fh, dtype=shard.dtype, mode="r", offset=len(header),
@@ -352,8 +335,8 @@ def _digest_keys(digests: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray 
     try:
         joined = "".join(digests)  # TypeError when some digest is None (or not a str)
         if n and len(joined) == 32 * n and set(map(len, digests)) == {32}:
-            return np.frombuffer(bytes.fromhex(joined), "<u8").reshape(n, 2), None
-    except (TypeError, ValueError):
+            return np.frombuffer(binascii.unhexlify(joined), "<u8").reshape(n, 2), None
+    except (TypeError, ValueError, binascii.Error):
         pass  # None, or not all hex: the general path below
     raw = bytearray(16 * n)
     missing = np.zeros(n, dtype=bool)
@@ -404,6 +387,7 @@ class _ConfigIndex:
         self.dim: int | None = None
         self._sorted: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._live: tuple[np.ndarray, np.ndarray] | None = None
+        self.lock = threading.RLock()  # held by whoever reads or changes the fields above
 
     def refresh(self) -> None:
         """Load index files written since the last refresh (all of them if some vanished)."""
@@ -412,9 +396,9 @@ class _ConfigIndex:
         except FileNotFoundError:
             names = set()
         if not self.loaded <= names:  # prune removed or rewrote shards: start again
-            damaged = self.damaged
+            damaged, lock = self.damaged, self.lock
             self.__init__(self.directory)
-            self.damaged = damaged
+            self.damaged, self.lock = damaged, lock
         for name in sorted(names - self.loaded - set(self.unreadable)):
             try:
                 data = json.loads((self.directory / name).read_bytes())
@@ -518,18 +502,12 @@ def _write_shard(directory: Path, stem: str, digests: list[str], vectors: np.nda
     h = xxhash.xxh3_128()
     h.update(header)
     h.update(data)
-    if any(p is not None and "\0" in os.fspath(p) for p in paths):
-        raise ValueError("a path contains a NUL character; file paths cannot")
-    keys, _ = _digest_keys(digests)
-    derivable = all(isinstance(d, str) and _HEX_DIGEST.fullmatch(d) for d in digests)
     index = {
         "format": SHARD_FORMAT, "version": STORE_VERSION, "rows": len(digests),
         "dim": int(vectors.shape[1]), "dtype": vectors.dtype.name,
-        "bytes": len(header) + len(data), "xxh3": h.hexdigest(),
-        "keys": keys.tobytes().hex(), "digests": None if derivable else list(digests),
-        # One string, not a list: it parses in one C call ("" stands for an unknown path).
+        "bytes": len(header) + len(data), "xxh3": h.hexdigest(), "digests": list(digests),
         "paths": None if all(p is None for p in paths) else
-        "\0".join("" if p is None else os.fspath(p) for p in paths),
+        [None if p is None else os.fspath(p) for p in paths],
         "labels": None if labels is None else [_as_label(lab) for lab in labels],
         "writer": writer_id, "created": time.time(),
     }
@@ -761,7 +739,6 @@ class FeatureStore:
             raise ValueError(f"flush_seconds must be positive, got {flush_seconds!r}")
         self.shard_rows = int(shard_rows)
         self.flush_seconds = float(flush_seconds)
-        self._indexes: dict[str, _ConfigIndex] = {}
         meta_path = self.root / STORE_META
         try:
             meta = json.loads(meta_path.read_bytes())
@@ -774,8 +751,7 @@ class FeatureStore:
             if not create:
                 raise FileNotFoundError(f"{self.root} is not a feature store (no {STORE_META})")
             self._create(dtype or "float32")
-            self.dtype = dtype or "float32"
-            return
+            meta = json.loads(meta_path.read_bytes())  # another process may have won the race
         if meta.get("format") != STORE_FORMAT:
             raise StoreError(f"{meta_path} is not a featclf store file")
         if int(meta.get("version", 0)) > STORE_VERSION:
@@ -792,7 +768,9 @@ class FeatureStore:
         if self.root.exists():
             if not self.root.is_dir():
                 raise StoreError(f"store={str(self.root)!r} is a file; pass a directory")
-            if any(self.root.iterdir()):
+            # A store another process is creating right now holds only its temporary file.
+            if any(p.name not in _STORE_ENTRIES and not p.name.startswith(".tmp-")
+                   for p in self.root.iterdir()):
                 raise StoreError(f"store={str(self.root)!r} is a non-empty directory that is not "
                                  "a feature store; pass a new or empty directory")
         self.root.mkdir(parents=True, exist_ok=True)
@@ -811,7 +789,6 @@ class FeatureStore:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._indexes = {}
 
     # -- keys and namespaces ------------------------------------------------------------------
 
@@ -877,10 +854,16 @@ class FeatureStore:
 
     def _index(self, config: dict | str) -> _ConfigIndex:
         key = self.config_key(config)
-        index = self._indexes.get(key)
-        if index is None:
-            index = self._indexes[key] = _ConfigIndex(self.root / "configs" / key)
-        index.refresh()
+        directory = os.path.join(os.path.abspath(self.root), "configs", key)
+        with _INDEXES_LOCK:
+            index = _INDEXES.get(directory)
+            if index is None:
+                index = _INDEXES[directory] = _ConfigIndex(Path(directory))
+                while len(_INDEXES) > _MAX_CACHED_INDEXES:
+                    _INDEXES.popitem(last=False)
+            _INDEXES.move_to_end(directory)
+        with index.lock:
+            index.refresh()
         return index
 
     # -- reading ------------------------------------------------------------------------------
@@ -910,44 +893,67 @@ class FeatureStore:
         """
         index = self._index(config)
         while True:
-            rows = index.find(digests)
-            found = rows >= 0
-            rows = rows[found]
-            out = np.empty((len(rows), index.dim or 0), dtype=np.float32)
-            if len(rows) == 0:
-                return found, out
+            with index.lock:  # the index is shared by the threads of this process
+                rows = index.find(digests)
+                found = rows >= 0
+                rows = rows[found]
+                out = np.empty((len(rows), index.dim or 0), dtype=np.float32)
+                tasks = self._plan(index, rows)
             try:
-                self._gather(index, rows, out)
+                self._read(index.directory, tasks, out)
             except _DamagedShard as exc:
                 stem, reason = exc.args
-                if not (index.directory / f"{stem}.json").exists():
-                    index.refresh()  # a concurrent prune rewrote or removed it: look again
-                    continue
+                with index.lock:
+                    if not (index.directory / f"{stem}.json").exists():
+                        index.refresh()  # a concurrent prune rewrote or removed it: look again
+                        continue
+                    index.mark_damaged(stem, reason)
                 warnings.warn(f"feature store {self.root}: shard {stem} is damaged ({reason}); "
                               "its vectors are treated as missing and will be recomputed. Run "
                               "`featclf store verify` and `featclf store prune`.", stacklevel=2)
-                index.mark_damaged(stem, reason)
                 continue
             return found, out
 
-    def _gather(self, index: _ConfigIndex, rows: np.ndarray, out: np.ndarray) -> None:
-        """Fill ``out[i]`` with global row ``rows[i]``, shard by shard."""
-        shard_of = index.shard_of(rows)
-        order = np.argsort(shard_of, kind="stable")
-        bounds = np.flatnonzero(np.diff(shard_of[order])) + 1
+    @staticmethod
+    def _plan(index: _ConfigIndex, rows: np.ndarray) -> list[tuple]:
+        """What to read to fill ``out[i]`` with global row ``rows[i]``: one task per shard."""
         tasks = []
-        for group in np.split(order, bounds):
-            position = int(shard_of[group[0]])
-            shard = index.shards[position]
-            contiguous = group[-1] - group[0] == len(group) - 1  # out slots in one run
-            slots = slice(int(group[0]), int(group[-1]) + 1) if contiguous else group
-            tasks.append((shard, rows[group] - index.starts[position], slots))
+        if len(rows) == 0:
+            return tasks
+        if len(rows) < 2 or bool((rows[1:] > rows[:-1]).all()):
+            # Ascending rows (the usual case: inputs in the order they were stored): each
+            # shard's rows are one run of ``out``, found by a search per shard.
+            starts = np.asarray(index.starts, dtype=np.int64)
+            cuts = np.searchsorted(rows, np.append(starts, index.total))
+            for position, shard in enumerate(index.shards):
+                lo, hi = int(cuts[position]), int(cuts[position + 1])
+                if hi > lo:
+                    tasks.append((shard, rows[lo:hi] - starts[position], slice(lo, hi),
+                                  hi - lo == shard.rows))
+        else:
+            shard_of = index.shard_of(rows)
+            order = np.argsort(shard_of, kind="stable")
+            bounds = np.flatnonzero(np.diff(shard_of[order])) + 1
+            for group in np.split(order, bounds):
+                position = int(shard_of[group[0]])
+                shard = index.shards[position]
+                contiguous = group[-1] - group[0] == len(group) - 1  # out slots in one run
+                slots = slice(int(group[0]), int(group[-1]) + 1) if contiguous else group
+                local = rows[group] - index.starts[position]
+                whole = contiguous and len(group) == shard.rows and \
+                    bool((local == np.arange(shard.rows)).all())
+                tasks.append((shard, local, slots, whole))
+        return tasks
 
-        def read(task: tuple[_Shard, np.ndarray, slice | np.ndarray]) -> None:
-            shard, shard_rows, slots = task
+    @staticmethod
+    def _read(directory: Path, tasks: list[tuple], out: np.ndarray) -> None:
+        """Run the tasks of :meth:`_plan`: shards are immutable, so no lock is needed."""
+
+        def read(task: tuple[_Shard, np.ndarray, slice | np.ndarray, bool]) -> None:
+            shard, shard_rows, slots, whole = task
             try:
-                _read_shard_rows(index.directory / f"{shard.name}.npy", shard, shard_rows, out,
-                                 slots)
+                _read_shard_rows(directory / f"{shard.name}.npy", shard, shard_rows, out,
+                                 slots, whole)
             except _DamagedShard as exc:
                 raise _DamagedShard(shard.name, str(exc)) from None
 
@@ -973,7 +979,8 @@ class FeatureStore:
             ``(n, dim)`` float32, one row per distinct digest.
         """
         index = self._index(config)
-        stored = index.distinct()
+        with index.lock:
+            stored = index.distinct()
         digests = list(stored)
         found, vectors = self.get(config, digests)
         # Vectors only in a damaged shard (found by get()) are left out.
@@ -1177,7 +1184,7 @@ class FeatureStore:
             for key in self.configs():
                 self._prune_namespace(key, report, stale_seconds, compact)
             self._compact_samples()
-            self._indexes.clear()
+            _forget_indexes(self.root)
         return report
 
     def _prune_stale(self, directory: Path, report: PruneReport, stale_seconds: float) -> None:
@@ -1404,6 +1411,13 @@ class _ShardMerger:
         self.vectors = [vectors[end:]] if vectors is not None and end < n else []
 
 
+def _forget_indexes(root: Path) -> None:
+    """Drop this process's cached indexes of a store (after prune rewrote it)."""
+    prefix = os.path.join(os.path.abspath(root), "configs", "")
+    for directory in [d for d in _INDEXES if d.startswith(prefix)]:
+        del _INDEXES[directory]
+
+
 def _all_int(values: list) -> bool:
     return bool(values) and all(isinstance(v, int) and not isinstance(v, bool) for v in values)
 
@@ -1433,25 +1447,22 @@ def _remove_shard(directory: Path, stem: str) -> int:
 
 def _check_shard(path: Path, shard: _Shard) -> str | None:
     """Why a shard is damaged (missing, size, header, checksum), or None when it is sound."""
+    expected = _expected_header(shard.rows, shard.dim, shard.dtype)
     try:
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             if size != shard.nbytes:
                 return f"{size} bytes, its index says {shard.nbytes}"
-            h = xxhash.xxh3_128()
-            header = b""
+            header = fh.read(len(expected))
+            h = xxhash.xxh3_128(header)
             while chunk := fh.read(1 << 22):
-                if not header:
-                    header = chunk[:shard.nbytes - shard.rows * shard.dim *
-                                   np.dtype(shard.dtype).itemsize]
                 h.update(chunk)
     except FileNotFoundError:
         return "file missing"
     if h.hexdigest() != shard.checksum:
         return "checksum mismatch (the file's bytes changed after it was written)"
-    shape, fortran, dtype = _parse_header(header)
-    if shape != (shard.rows, shard.dim) or fortran or dtype != np.dtype(shard.dtype):
-        return f"header {shape} {dtype} does not match its index"
+    if header != expected:
+        return "its .npy header does not match its index"
     return None
 
 
@@ -1593,12 +1604,15 @@ def extract_cached(store: FeatureStore, source: ImageSource, *, config: dict,
                          f"configuration but the network computed {sorted(dims)}; the "
                          "configuration does not capture everything that decides the vectors")
     dim = dims.pop() if dims else 0
-    features = np.concatenate([stored.reshape(-1, dim), *parts_vec]) if indices.size else \
-        np.empty((0, dim), dtype=np.float32)
-    order = np.argsort(indices, kind="stable")
     errors.sort(key=lambda e: e.index)
-    return CachedExtraction(np.ascontiguousarray(features[order], dtype=np.float32),
-                            indices[order], errors, n_computed, n_reused, digests)
+    if not parts_vec:  # all from the store, already in input order: no copy
+        return CachedExtraction(stored.reshape(-1, dim), indices, errors, 0, n_reused, digests)
+    indices.sort()
+    features = np.empty((len(indices), dim), dtype=np.float32)
+    features[np.searchsorted(indices, np.flatnonzero(found))] = stored.reshape(-1, dim)
+    for idx, vectors in zip(parts_idx, parts_vec):
+        features[np.searchsorted(indices, idx)] = vectors
+    return CachedExtraction(features, indices, errors, n_computed, n_reused, digests)
 
 
 def _record_moves(store: FeatureStore, config: dict, source: ImageSource,
@@ -1606,9 +1620,12 @@ def _record_moves(store: FeatureStore, config: dict, source: ImageSource,
     """Record new paths (or labels) of reused file inputs, so ``export`` shows where they are."""
     index = store._index(config)
     moved = []
-    reused = np.flatnonzero(found).tolist()
-    rows = index.find([digests[i] for i in reused])
-    for i, (shard, r) in zip(reused, index.locate(rows)):
+    reused = np.flatnonzero(found)
+    with index.lock:
+        rows = index.find([digests[i] for i in reused])
+        reused, rows = reused[rows >= 0].tolist(), rows[rows >= 0]  # (a prune may run meanwhile)
+        located = index.locate(rows)
+    for i, (shard, r) in zip(reused, located):
         path = source.describe(i)
         old_path = shard.paths[r] if shard.paths else None
         new_label = labels is not None and _as_label(labels[i]) != (

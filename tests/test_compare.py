@@ -158,7 +158,6 @@ def test_write_report_on_compare_results_writes_every_file(results, tmp_path):
 # --------------------------------------------------------------------------- reproducibility
 
 
-@pytest.mark.slow
 def test_the_same_seed_reproduces_every_number_but_the_timings(results, mnist600):
     again = compare(mnist600, **SMALL)
     pd.testing.assert_frame_equal(results.drop(columns=list(TIMING_COLUMNS)),
@@ -194,7 +193,6 @@ def test_make_split_seed001_has_three_disjoint_stratified_parts():
     assert not np.array_equal(make_split(y, "seed001", random_state=4).test, parts.test)
 
 
-@pytest.mark.slow
 def test_test_images_never_reach_training_or_C_selection(results, mnist600):
     """Replace every test image by noise: training and C selection must not notice."""
     X, y = mnist600
@@ -292,7 +290,8 @@ def test_cli_compare_writes_a_report_directory(tmp_path, capsys):
     out = tmp_path / "report"
     code = main(["compare", "--data", str(images), "--model", "lenet5", "--layer", "penultimate",
                  "--layer", "c5", "--classifier", "logistic", "--classifier", "rbf_svm",
-                 "--epochs", "1", "--split", "seed001", "--quick", "--out", str(out)])
+                 "--epochs", "1", "--split", "seed001", "--pca", "8", "--whiten", "--quick",
+                 "--out", str(out)])  # fmt: skip
     assert code == 0
     assert {p.name for p in out.iterdir()} >= {"report.md", "report.html", "results.csv",
                                                "accuracy.png", "c_curve.png"}  # fmt: skip
@@ -301,6 +300,7 @@ def test_cli_compare_writes_a_report_directory(tmp_path, capsys):
     assert set(written["n_test"]) == {20}  # seed001: 10% of 200
     # With a validation part, the softmax row's cv_accuracy is its validation accuracy.
     assert written.loc[written["classifier"] == "softmax", "cv_accuracy"].notna().all()
+    assert "classifier options: pca=8, whiten=True" in (out / "report.md").read_text("utf-8")
     printed = capsys.readouterr()
     assert "total time" in printed.out and "McNemar p" in printed.out
     assert "lenet5/c5: logistic: choosing C" in printed.err
@@ -329,6 +329,7 @@ def test_cli_reports_a_missing_data_folder_with_exit_code_2(tmp_path, capsys):
         ({"models": ["lenet5"], "layers": ["c9"]}, "c5"),
         ({"c_grids": {"logistic": [0.0]}}, "positive"),
         ({"train_options": {"learning_rate": 0.1}}, "learning_rate"),
+        ({"classifier_options": {"whiten": True}}, "whiten=True needs a PCA step"),
     ],
 )
 def test_bad_arguments_are_refused_before_any_training(options, message):

@@ -140,3 +140,22 @@ def test_killed_ray_job_resumes_without_duplicates(tmp_path):
     assert computed + reused == 360 and reused >= len(partial)
     counts = _shard_rows(FeatureStore(store_dir))
     assert len(counts) == 360 and set(counts.values()) == {1}  # complete, nothing twice
+
+
+def test_grid_search_runs_on_the_ray_joblib_backend(ray_local):
+    import joblib
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import GridSearchCV
+
+    from featclf.distributed import ray_joblib_backend
+    from featclf.pipelines import make_logistic
+
+    X, y = load_digits(return_X_y=True)
+    with ray_joblib_backend():
+        backend, _ = joblib.parallel.get_active_backend()
+        assert type(backend).__name__ == "RayBackend"
+        search = GridSearchCV(make_logistic(), {"clf__C": [0.01, 1.0]}, cv=2, n_jobs=2)
+        search.fit(X[:400], y[:400])
+    local = GridSearchCV(make_logistic(), {"clf__C": [0.01, 1.0]}, cv=2).fit(X[:400], y[:400])
+    assert search.best_params_ == local.best_params_
+    assert np.allclose(search.cv_results_["mean_test_score"], local.cv_results_["mean_test_score"])

@@ -13,6 +13,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -104,6 +105,11 @@ def test_a_foreign_non_empty_directory_is_not_turned_into_a_store(tmp_path):
         FeatureStore(tmp_path)
     with pytest.raises(FileNotFoundError, match="not a feature store"):
         FeatureStore(tmp_path / "missing", create=False)
+    # Another process creating the same store, caught between its mkdir and its rename:
+    racing = tmp_path / "racing"
+    racing.mkdir()
+    (racing / f".tmp-{_new_writer_id()}-featclf-store.json").write_text("{")
+    assert FeatureStore(racing).dtype == "float32"
 
 
 def test_second_extraction_computes_nothing_and_never_calls_compute(tmp_path, digits):
@@ -221,9 +227,8 @@ def test_flipped_bytes_are_named_by_verify_and_never_returned(tmp_path, digits):
         found, got = store.get(CONFIG, digests)
     assert found.sum() == 75
     np.testing.assert_array_equal(got, truth[found])
-    compute = ProjectionCompute()
-    with pytest.warns(UserWarning, match=victim.stem):  # and so does a new store object
-        result = extract_cached(FeatureStore(store.root), source, config=CONFIG, compute=compute)
+    compute = ProjectionCompute()  # the damaged vectors are recomputed, the rest read
+    result = extract_cached(FeatureStore(store.root), source, config=CONFIG, compute=compute)
     assert compute.calls == [25] and result.n_reused == 75
     np.testing.assert_array_equal(result.features, truth)
     pruned = store.prune()
@@ -344,7 +349,7 @@ def test_store_pickles_settings_not_caches(tmp_path, rng):
     store.put(CONFIG, ["a"], rng.standard_normal((1, 3)))
     store.get(CONFIG, ["a"])
     clone = pickle.loads(pickle.dumps(store))
-    assert clone._indexes == {} and clone.shard_rows == 3 and clone.get(CONFIG, ["a"])[0].all()
+    assert vars(clone) == vars(store) and clone.get(CONFIG, ["a"])[0].all()
 
 
 def test_reader_sees_shards_written_after_it_opened(tmp_path, rng):
@@ -382,3 +387,26 @@ def test_any_sequence_of_writers_gives_every_vector_once_after_prune(tmp_path_fa
     np.testing.assert_array_equal(got, table[written])
     info = store.info()[0]
     assert (info.vectors, info.duplicates) == (len(written), 0)
+
+
+def test_threads_reading_while_shards_arrive_get_the_right_vectors(tmp_path):
+    table = np.arange(400 * 6, dtype=np.float32).reshape(400, 6)
+    digests = [f"{i:032x}" for i in range(400)]
+    store = FeatureStore(tmp_path / "s", shard_rows=10)
+    errors: list[str] = []
+
+    def read() -> None:
+        reader = FeatureStore(tmp_path / "s")
+        for _ in range(30):
+            found, got = reader.get(CONFIG, digests[::-1])
+            if found.any() and not np.array_equal(got, table[::-1][found]):
+                errors.append("wrong vectors")
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for start in range(0, 400, 40):
+        store.put(CONFIG, digests[start:start + 40], table[start:start + 40])
+    for t in threads:
+        t.join()
+    assert errors == [] and store.get(CONFIG, digests)[0].all()

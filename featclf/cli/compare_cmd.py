@@ -8,6 +8,7 @@ test images), lenet5 and seed_cnn, their penultimate features, every classifier,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import textwrap
 import time
@@ -59,8 +60,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "(default 3)")  # fmt: skip
     p.add_argument("--pooling", default="avg", choices=("avg", "max", "flatten"),
                    help="how convolutional maps become vectors (default avg)")  # fmt: skip
+    p.add_argument("--pca", type=_pca, metavar="N|FRACTION",
+                   help="PCA before each classifier (seed 001): components, or the fraction of "
+                   "variance to keep")  # fmt: skip
+    p.add_argument("--whiten", action="store_true", help="whiten the PCA components (--pca)")
     p.add_argument("--n-jobs", type=int, default=1,
                    help="parallel fits of the C search (joblib; -1 = all cores; default 1)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="where the grid searches over C run: joblib on this machine (local, "
+                   "default) or a Ray cluster through joblib's Ray backend (needs featclf[ray]; "
+                   "--n-jobs then defaults to every CPU of the cluster)")
+    p.add_argument("--address", default=None, metavar="auto|ray://HOST:10001",
+                   help="Ray cluster to join with --engine ray (default: start a local one)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--random-state", type=int, default=0, help="seed of everything (default 0)")
     p.add_argument("--quick", action="store_true",
@@ -70,6 +81,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR",
                    help="report directory (default: artifacts/reports/<data set name>)")
     p.set_defaults(func=run)
+
+
+def _pca(text: str) -> int | float:
+    """Parse ``--pca``: a number of components (``32``) or a variance fraction (``0.95``)."""
+    value = float(text)
+    return int(value) if value >= 1 and value.is_integer() else value
 
 
 def _split(text: str) -> float | tuple[float, ...] | str:
@@ -120,16 +137,28 @@ def _format_summary(summary: pd.DataFrame) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the comparison, write the report, print the summary; returns the exit code."""
-    from featclf.compare import compare
-    from featclf.report import summary_table, verdict, write_report
-
     started = time.perf_counter()
     options: dict = {"epochs": args.epochs, "cv": args.cv}
     if args.quick:
         options.update(QUICK, epochs=args.epochs or QUICK["epochs"])
         classifiers = args.classifiers or CLASSIFIERS
         options["c_grids"] = {n: c_grid(n)[::2] for n in classifiers}
-    results = compare(
+    engine = contextlib.nullcontext()
+    n_jobs = args.n_jobs
+    if args.engine == "ray":
+        from featclf.distributed import ray_joblib_backend
+
+        engine = ray_joblib_backend(args.address)
+        n_jobs = -1 if n_jobs == 1 else n_jobs
+    with engine:
+        results = _run_compare(args, options, n_jobs)
+    return _finish(args, results, started)
+
+
+def _run_compare(args: argparse.Namespace, options: dict, n_jobs: int) -> pd.DataFrame:
+    from featclf.compare import compare
+
+    return compare(
         args.data,
         models=args.models,
         layers=args.layers or (None,),
@@ -137,13 +166,21 @@ def run(args: argparse.Namespace) -> int:
         weights=args.weights,
         train_options={"augment": args.augment} if args.augment else None,
         split=_split(args.split),
+        classifier_options={"pca": args.pca, "whiten": args.whiten}
+        if args.pca or args.whiten else None,
         pooling=args.pooling,
-        n_jobs=args.n_jobs,
+        n_jobs=n_jobs,
         device=args.device,
         random_state=args.random_state,
         progress=True,
         **options,
     )
+
+
+def _finish(args: argparse.Namespace, results: pd.DataFrame, started: float) -> int:
+    """Write the report and print the summary table, the verdict and the total time."""
+    from featclf.report import summary_table, verdict, write_report
+
     out = Path(args.out) if args.out else Path("artifacts", "reports", results["dataset"].iloc[0])
     paths = write_report(results, out, title=args.title)
     elapsed = time.perf_counter() - started

@@ -61,8 +61,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard-rows", type=int, default=1024, metavar="N",
                    help="vectors per shard (default 1024); a kill loses at most one shard")
     p.add_argument("--dtype", choices=DTYPES, default=None,
-                   help="storage dtype of a new store (default float32; an existing store "
-                   "keeps its own)")
+                   help="storage dtype when the store is created (default float32); an "
+                   "existing store's own dtype is used, and a different --dtype is refused")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
@@ -74,6 +74,20 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--num-workers must be >= 0, got {args.num_workers}")
     if args.shard_rows < 1:
         raise ValueError(f"--shard-rows must be >= 1, got {args.shard_rows}")
+
+
+def _extract_local(extractor, store: FeatureStore, files, args: argparse.Namespace):
+    """Extract in this process, streaming vectors into the store (the ``local`` engine)."""
+    source = as_image_source(files)
+    try:
+        return extract_cached(store, source, config=extractor.cache_config_(source),
+                              compute=extractor.iter_features, on_error=args.on_error,
+                              progress=not args.no_progress, labels=files.labels)
+    except ImageDecodeError as exc:
+        reason = exc.reason.split(" (pass on_error=")[0]
+        raise ValueError(f"cannot read image {exc.path!r}: {reason}. The vectors computed so far "
+                         "are in the store; pass --on-error skip to list unreadable images in "
+                         "an error manifest and go on") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,17 +103,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, precision=args.precision, batch_size=args.batch_size,
         num_workers=args.num_workers, store=store, on_error=args.on_error,
         progress=not args.no_progress).fit()
-    source = as_image_source(files)
-    config = extractor.cache_config_(source)
-    try:
-        result = extract_cached(store, source, config=config, compute=extractor.iter_features,
-                                on_error=args.on_error, progress=not args.no_progress,
-                                labels=files.labels)
-    except ImageDecodeError as exc:
-        reason = exc.reason.split(" (pass on_error=")[0]
-        raise ValueError(f"cannot read image {exc.path!r}: {reason}. The vectors computed so far "
-                         "are in the store; pass --on-error skip to list unreadable images in "
-                         "an error manifest and go on") from None
+    result = _extract_local(extractor, store, files, args)
     seconds = time.perf_counter() - started
     manifest = None
     if args.on_error == "skip":
@@ -107,9 +111,10 @@ def run(args: argparse.Namespace) -> int:
                                         result.errors)
     layer = args.layer or "penultimate layer"
     n = len(files)
+    config = store.config_key(extractor.cache_config_(files))
     print(f"featclf extract: {n} images, {extractor.model_name_ or args.model} {layer} "
           f"({args.pooling} pooling, {extractor.precision_} on {extractor.device_}) -> "
-          f"{store.root} [config {store.config_key(config)[:12]}]")
+          f"{store.root} [config {config[:12]}]")
     print(f"  computed  {result.n_computed:>8}")
     print(f"  reused    {result.n_reused:>8}")
     skipped = f"  skipped   {len(result.errors):>8}"

@@ -61,24 +61,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "report its accuracy on the held-out test split, and save a checkpoint that "
         "get_model, DeepFeatureExtractor and SoftmaxClassifier.load accept. The defaults are "
         "the seed tutorial's Keras recipe (SGD 0.05, decay 1e-6, momentum 0.9 Nesterov, batch "
-        "100, 10 epochs, 20%% validation).")
+        "100, 10 epochs, 20% validation).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default=defaults["model"],
-                   help="zoo name (see `featclf models`); default %(default)s")
+                   help="zoo name (see `featclf models`)")
     p.add_argument("--weights", default=None,
                    help="starting weights: a .pt/.safetensors file or a torchvision weights name")
     p.add_argument("--data", required=True,
                    help="mnist5k | digits | an image folder | a CSV of path,label lines")
     p.add_argument("--out", required=True, type=Path,
                    help="checkpoint to write (.pt or .safetensors)")
-    p.add_argument("--epochs", type=int, default=defaults["epochs"])
-    p.add_argument("--batch-size", type=int, default=defaults["batch_size"])
-    p.add_argument("--lr", type=float, default=defaults["lr"])
+    p.add_argument("--epochs", type=int, default=defaults["epochs"], help="passes over the data")
+    p.add_argument("--batch-size", type=int, default=defaults["batch_size"],
+                   help="images per optimizer step")
+    p.add_argument("--lr", type=float, default=defaults["lr"], help="base learning rate")
     p.add_argument("--lr-decay", type=float, default=defaults["lr_decay"],
                    help="Keras time-based decay per batch: lr / (1 + decay * step)")
-    p.add_argument("--lr-schedule", choices=["cosine", "step"], default=None)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults["optimizer"])
-    p.add_argument("--momentum", type=float, default=defaults["momentum"])
-    p.add_argument("--weight-decay", type=float, default=defaults["weight_decay"])
+    p.add_argument("--lr-schedule", choices=["cosine", "step"], default=None,
+                   help="multiplied onto the decay")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults["optimizer"],
+                   help="sgd uses --momentum with Nesterov")
+    p.add_argument("--momentum", type=float, default=defaults["momentum"], help="SGD momentum")
+    p.add_argument("--weight-decay", type=float, default=defaults["weight_decay"],
+                   help="L2 penalty")
     p.add_argument("--validation-fraction", type=float,
                    default=defaults["validation_fraction"],
                    help="part of the train split held out to report val loss/accuracy")
@@ -90,9 +95,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="train only the head (needs --weights to be meaningful)")
     p.add_argument("--test-size", type=float, default=0.2,
                    help="held-out test fraction (stratified); 0 trains on everything")
-    p.add_argument("--random-state", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--random-state", type=int, default=0,
+                   help="seeds the split, initialisation and shuffling")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto: bf16 autocast on CUDA, fp32 on the CPU")
     p.add_argument("--num-workers", type=int, default=0,
                    help="decoding processes when image files are streamed")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
