@@ -40,8 +40,8 @@ RUN_LAST = ("classifier_fit",)
 #: Seconds each script may take with --quick (scripts not named here get DEFAULT_BUDGET_S).
 # About twice what each takes on 2 idle cores; they add up to more than the deadline, so when
 # the machine is loaded every script gets a share (see QUICK_DEADLINE_S).
-QUICK_BUDGET_S = {"decode_throughput": 90, "extract_throughput": 200, "store_hit": 80,
-                  "compare_phases": 100, "ray_scaling": 80, "classifier_fit": 180}
+QUICK_BUDGET_S = {"decode_throughput": 80, "extract_throughput": 240, "store_hit": 70,
+                  "compare_phases": 100, "ray_scaling": 70, "classifier_fit": 150}
 DEFAULT_BUDGET_S = 90
 #: The whole quick run ends within this many seconds (make bench < 10 min): each script's
 #: timeout is its budget, or its budget's share of the time left when the budgets of the

@@ -67,12 +67,15 @@ def _fsync_save(path: Path, matrix: np.ndarray) -> None:
 
 def interleaved(fns: dict, repeats: int) -> dict[str, common.Timing]:
     """Time each function once per round, round after round (after one warm-up round), so
-    that a busy machine slows every contender alike."""
+    that a busy machine slows every contender alike. The order rotates from round to round:
+    this VM's disk absorbs the first writes of a burst faster than the later ones."""
     times: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
     for round_ in range(repeats + 1):
-        for name, fn in fns.items():
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
             start = time.perf_counter()
-            fn()
+            fns[name]()
             if round_:
                 times[name].append(time.perf_counter() - start)
     return {name: common.Timing(t) for name, t in times.items()}
@@ -96,7 +99,7 @@ def measure_io(root: Path, n: int, dim: int, shard_rows: int, repeats: int) -> d
 
     # New files each time, as the store writes new shards (overwriting is faster here).
     writes = interleaved({"save": lambda: _fsync_save(root / f"raw{next(saves)}.npy", matrix),
-                          "save_shards": save_shards, "put": put}, repeats)
+                          "save_shards": save_shards, "put": put}, repeats * 2)
     save, save_shards_t, write = writes["save"], writes["save_shards"], writes["put"]
     raw = root / "raw0.npy"
 

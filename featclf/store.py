@@ -42,13 +42,16 @@ shards are merged by ``FeatureStore.prune(compact=True)``, which also removes du
 Crash safety
 ------------
 A shard is written to ``.tmp-<name>``, fsynced and renamed into place with :func:`os.replace`;
-then its index is written the same way; then the directory is fsynced. A shard exists for
-readers only once its index exists, so a crash (``kill -9``, power loss) leaves at most a
-stray temporary file or a ``.npy`` without an index, both invisible and removed by ``prune``.
-Even if the file system reordered the two renames, the index names the shard's byte size and
-checksum, and readers refuse a shard whose file is missing or of the wrong size or checksum: the
-vectors are then simply missing, and recomputed. A killed job therefore loses at most the
-vectors buffered for the shard in flight (``shard_rows`` rows or ``flush_seconds`` of work).
+then its index is written the same way. A shard exists for readers only once its index
+exists, so a killed process (``kill -9``) leaves at most a stray temporary file or a ``.npy``
+without an index, both invisible and removed by ``prune``; every shard renamed before the kill
+is complete, because its bytes were written (and fsynced) before its name. A killed job
+therefore loses at most the vectors buffered for the shard in flight (``shard_rows`` rows or
+``flush_seconds`` of work). The directory itself is fsynced when a writer closes, not after
+every shard (each directory fsync costs ~10 ms here), so a power loss may also forget the
+names of the last shards written: even if it kept an index and lost its shard's name, the
+index names the shard's byte size and checksum, and readers refuse a shard whose file is
+missing or of the wrong size or checksum. Lost vectors are simply missing, and recomputed.
 
 Concurrency
 -----------
@@ -511,10 +514,10 @@ def _write_shard(directory: Path, stem: str, digests: list[str], vectors: np.nda
         "labels": None if labels is None else [_as_label(lab) for lab in labels],
         "writer": writer_id, "created": time.time(),
     }
-    # The shard first, its index second: a shard without an index is invisible.
+    # The shard first, its index second: a shard without an index is invisible. The directory
+    # is fsynced by the caller once per batch of shards (see the module docstring).
     _atomic_write(directory / f"{stem}.npy", [header, data], writer_id)
     _atomic_write(directory / f"{stem}.json", [_json_bytes(index)], writer_id)
-    _fsync_dir(directory)
 
 
 class ShardWriter:
@@ -630,8 +633,10 @@ class ShardWriter:
         self.shards.append(stem)
 
     def close(self) -> None:
-        """Write what is buffered."""
+        """Write what is buffered, and make the new names durable (fsync the directory)."""
         self.flush()
+        if self.shards:
+            _fsync_dir(self.directory)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1386,6 +1391,7 @@ class _ShardMerger:
     def finish(self) -> None:
         """Write what is left, and remove the old shards."""
         self._write(final=True)
+        _fsync_dir(self.directory)
 
     def _write(self, *, final: bool) -> None:
         n = len(self.digests)

@@ -159,3 +159,17 @@ def test_grid_search_runs_on_the_ray_joblib_backend(ray_local):
     local = GridSearchCV(make_logistic(), {"clf__C": [0.01, 1.0]}, cv=2).fit(X[:400], y[:400])
     assert search.best_params_ == local.best_params_
     assert np.allclose(search.cv_results_["mean_test_score"], local.cv_results_["mean_test_score"])
+
+
+def test_extract_command_with_ray_engine_fills_the_store_the_local_engine_reuses(
+        tmp_path, ray_local, capsys):
+    from featclf.cli import main
+
+    images = _digit_folder(tmp_path / "digits", 50)
+    args = ["extract", "--model", "lenet5", "--images", str(images), "--store",
+            str(tmp_path / "store"), "--no-progress", "--batch-size", "16"]
+    assert main([*args, "--engine", "ray", "--actors", "2"]) == 0
+    assert "computed        50" in capsys.readouterr().out
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "computed         0" in out and "reused          50" in out

@@ -17,8 +17,8 @@ from featclf.data.inputs import as_image_source
 from featclf.models.head import POOLINGS
 from featclf.store import DTYPES, FeatureStore, extract_cached, write_error_manifest
 
-#: Where extraction runs. The Ray engine registers itself here when featclf.distributed adds it.
-ENGINES = ("local",)
+#: Where extraction runs: in this process, or on a Ray cluster (featclf.distributed).
+ENGINES = ("local", "ray")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -58,6 +58,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="error manifest for --on-error skip (default STORE/errors.csv)")
     p.add_argument("--engine", default="local", choices=ENGINES,
                    help="where extraction runs (default local)")
+    p.add_argument("--address", default=None, metavar="auto|ray://HOST:10001",
+                   help="with --engine ray: the cluster to join (default: start a local Ray)")
+    p.add_argument("--actors", type=int, default=2, metavar="N",
+                   help="with --engine ray: actors in the pool, each holding the network "
+                   "(default 2)")
+    p.add_argument("--gpus-per-actor", type=float, default=0, metavar="G",
+                   help="with --engine ray: GPUs per actor; > 0 runs the network on CUDA")
     p.add_argument("--shard-rows", type=int, default=1024, metavar="N",
                    help="vectors per shard (default 1024); a kill loses at most one shard")
     p.add_argument("--dtype", choices=DTYPES, default=None,
@@ -90,6 +97,22 @@ def _extract_local(extractor, store: FeatureStore, files, args: argparse.Namespa
                          "an error manifest and go on") from None
 
 
+def _extract_ray(extractor, store: FeatureStore, files, args: argparse.Namespace):
+    """Extract on a Ray actor pool into the same store (the ``ray`` engine)."""
+    from featclf.distributed import extract_with_ray
+
+    try:
+        return extract_with_ray(files, extractor, store, address=args.address,
+                                actors=args.actors, gpus_per_actor=args.gpus_per_actor,
+                                batch_size=max(args.batch_size, 1), on_error=args.on_error,
+                                progress=not args.no_progress)
+    except ImageDecodeError as exc:
+        reason = exc.reason.split(" (pass on_error=")[0]
+        raise ValueError(f"cannot read image {exc.path!r}: {reason}. The vectors computed so far "
+                         "are in the store; pass --on-error skip to list unreadable images in "
+                         "an error manifest and go on") from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Extract into the store and print a summary; 0 on success (skipped images included)."""
     from featclf.extract import DeepFeatureExtractor
@@ -103,7 +126,10 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, precision=args.precision, batch_size=args.batch_size,
         num_workers=args.num_workers, store=store, on_error=args.on_error,
         progress=not args.no_progress).fit()
-    result = _extract_local(extractor, store, files, args)
+    if args.engine == "ray":
+        result = _extract_ray(extractor, store, files, args)
+    else:
+        result = _extract_local(extractor, store, files, args)
     seconds = time.perf_counter() - started
     manifest = None
     if args.on_error == "skip":
