@@ -43,6 +43,10 @@ from featclf.models import get_model, get_model_spec
 NAME = "decode_throughput"
 MODELS = ("alexnet", "resnet18", "resnet50")
 WORKERS = (0, 2)
+# Bare forward img/s on these machines when idle (PERFORMANCE.md: batch 32, 224 px, fp32,
+# 2 threads). The machines are shared: when this run's forward is slowed by other work, the
+# bottleneck against these figures is the one an idle machine would have.
+REFERENCE_FORWARD_IMG_S = {"alexnet": 222.0, "resnet18": 64.0, "resnet50": 21.0}
 # Share of the time budget kept for the end-to-end check (run_all passes the budget).
 E2E_SHARE = 0.25
 # A decoder/transform is worth switching to when it is at least this much faster.
@@ -227,6 +231,13 @@ def recommendations(decode: dict, rows: list[dict], end_to_end: list[dict]) -> l
                        and r["decode_path"] == "pillow+featclf" and r["bottleneck"] == "forward"})
         out.append(f"With {k} DataLoader workers and featclf's decoder, decode-bound: "
                    f"{', '.join(bound) or 'none'}; forward-bound: {', '.join(free) or 'none'}.")
+    d = decode["pillow+featclf"]["img_per_s"]
+    for k in WORKERS:
+        bound = [m for m, f in REFERENCE_FORWARD_IMG_S.items() if max(1, k) * d < f]
+        out.append(f"Against PERFORMANCE.md's idle-machine forward rates "
+                   f"({', '.join(f'{m} {f:g}' for m, f in REFERENCE_FORWARD_IMG_S.items())} "
+                   f"img/s), featclf's decoder at {d:.0f} img/s per core with {k} workers "
+                   f"would make {', '.join(bound) or 'none'} decode-bound.")
     for model in dict.fromkeys(r["model"] for r in end_to_end):
         rate = {r["workers"]: r["img_per_s"] for r in end_to_end if r["model"] == model}
         if 0 in rate and 2 in rate:
