@@ -29,7 +29,13 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from tqdm.auto import tqdm
 
-from featclf.data.inputs import ImageSource, InputError, as_image_source, check_on_error
+from featclf.data.inputs import (
+    ImageSource,
+    InputError,
+    SkippedImagesWarning,
+    as_image_source,
+    check_on_error,
+)
 from featclf.data.transforms import ImagePreprocess
 from featclf.devices import autocast, resolve_device, resolve_precision
 from featclf.fingerprint import module_fingerprint
@@ -55,10 +61,6 @@ __all__ = [
 #: Version of the way featclf turns images into vectors. Part of every cache key, so that a
 #: change in how features are computed (not only in the model) never serves stale vectors.
 FEATURE_FORMAT_VERSION = 1
-
-
-class SkippedImagesWarning(UserWarning):
-    """Some inputs could not be read and were left out of the output (``on_error="skip"``)."""
 
 
 @dataclass

@@ -178,6 +178,13 @@ def _atomic_write(path: Path, parts: Sequence[bytes | memoryview], tmp_tag: str)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        # Name the file and say that nothing already stored is lost (ENOSPC, EROFS, EACCES...).
+        raise OSError(exc.errno, f"cannot write {path.name} in {path.parent}: "
+                      f"{exc.strerror or exc}. Every vector written before is kept; free space "
+                      "or fix permissions and run again to compute the rest") from exc
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -236,6 +243,10 @@ class _Shard:
     def from_index(cls, data: dict, stem: str) -> _Shard:
         if data.get("format") != SHARD_FORMAT:
             raise ValueError("not a featclf shard index")
+        own = data.get("index_xxh3")
+        if own is not None and own != xxhash.xxh3_128_hexdigest(
+                _json_bytes({k: v for k, v in data.items() if k != "index_xxh3"})):
+            raise ValueError("the index does not match its own checksum (edited or damaged)")
         rows, digests = int(data["rows"]), list(data["digests"])
         paths, labels = data.get("paths"), data.get("labels")
         if len(digests) != rows or any(v is not None and len(v) != rows
@@ -410,6 +421,10 @@ class _ConfigIndex:
                 continue
             except (ValueError, KeyError, TypeError) as exc:
                 self.unreadable[name] = f"unreadable index ({exc})"
+                warnings.warn(f"{self.directory / name}: unreadable shard index ({exc}); its "
+                              "vectors count as missing and are recomputed. `featclf store "
+                              "verify` lists it and `featclf store prune` removes it",
+                              stacklevel=2)
                 continue
             self.loaded.add(name)
             if self.dim is None:
@@ -514,6 +529,9 @@ def _write_shard(directory: Path, stem: str, digests: list[str], vectors: np.nda
         "labels": None if labels is None else [_as_label(lab) for lab in labels],
         "writer": writer_id, "created": time.time(),
     }
+    # The index checksums itself: a damaged or edited index (digests out of order, say) would
+    # otherwise pair valid vectors with the wrong samples.
+    index["index_xxh3"] = xxhash.xxh3_128_hexdigest(_json_bytes(index))
     # The shard first, its index second: a shard without an index is invisible. The directory
     # is fsynced by the caller once per batch of shards (see the module docstring).
     _atomic_write(directory / f"{stem}.npy", [header, data], writer_id)
@@ -745,6 +763,8 @@ class FeatureStore:
         self.shard_rows = int(shard_rows)
         self.flush_seconds = float(flush_seconds)
         meta_path = self.root / STORE_META
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"store={str(self.root)!r} is a file; pass a directory")
         try:
             meta = json.loads(meta_path.read_bytes())
         except FileNotFoundError:

@@ -43,7 +43,15 @@ from tqdm.auto import tqdm
 
 import featclf
 from featclf.data.files import ImageFiles
-from featclf.data.inputs import ImageSource, as_image_source, check_labels
+from featclf.data.inputs import (
+    FileSource,
+    ImageSource,
+    InputError,
+    SkippedImagesWarning,
+    as_image_source,
+    check_labels,
+    check_on_error,
+)
 from featclf.data.transforms import ImagePreprocess, seed_augmentation
 from featclf.devices import autocast, resolve_device, resolve_precision
 from featclf.models import find_head, get_model, get_model_spec, read_checkpoint, save_checkpoint
@@ -313,6 +321,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         ``"auto"``: bf16 autocast on CUDA, fp32 on the CPU.
     num_workers : int, default=0
         Decoding processes when image files are streamed.
+    on_error : {"raise", "skip"}, default="raise"
+        What an unreadable training image file does in ``fit``: stop with an error naming it,
+        or be left out with its label (listed in ``skipped_``, with a
+        :class:`~featclf.data.inputs.SkippedImagesWarning`). ``predict`` needs one answer per
+        image, so there an unreadable file always raises.
     random_state : int, RandomState or None, default=None
         Seeds initialisation, the validation split, shuffling and augmentation (the global
         torch random state is left as it was). The same value gives the same network on the CPU.
@@ -338,6 +351,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         Epochs run (fewer than ``epochs`` after early stopping).
     n_features_in_ : int
         Width of 2-D (flattened image) training input; absent for other inputs.
+    skipped_ : list of InputError
+        Training files left out under ``on_error="skip"`` (position, path, reason).
 
     Examples
     --------
@@ -352,7 +367,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                  batch_size=100, optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True,
                  lr_decay=1e-6, lr_schedule=None, weight_decay=0.0, validation_fraction=0.2,
                  early_stopping=None, augment=None, freeze_backbone=False, device="auto",
-                 precision="auto", num_workers=0, random_state=None, progress=False):
+                 precision="auto", num_workers=0, on_error="raise", random_state=None,
+                 progress=False):
         self.model = model
         self.weights = weights
         self.preprocess = preprocess
@@ -372,6 +388,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self.device = device
         self.precision = precision
         self.num_workers = num_workers
+        self.on_error = on_error
         self.random_state = random_state
         self.progress = progress
 
@@ -473,8 +490,22 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y "
                              "is None")
         check_classification_targets(np.asarray(y))
+        check_on_error(self.on_error)
         source = as_image_source(X)
         y = check_labels(y, len(source))
+        skipped: list[InputError] = []
+        if self.on_error == "skip" and isinstance(source, FileSource):
+            skipped = source.unreadable()
+            if len(skipped) == len(source):
+                raise ValueError(f"none of the {len(source)} training images could be read; "
+                                 f"the first: {skipped[0].source!r}: {skipped[0].reason}")
+            if skipped:
+                keep = np.setdiff1d(np.arange(len(source)), [e.index for e in skipped])
+                source, y = source.subset(keep), y[keep]
+                warnings.warn(f"{len(skipped)} of {len(keep) + len(skipped)} training images "
+                              f"could not be read and were left out (first: "
+                              f"{skipped[0].source}: {skipped[0].reason}); see skipped_",
+                              SkippedImagesWarning, stacklevel=2)
         classes, y_encoded = np.unique(y, return_inverse=True)
         width = _two_d_width(X)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
@@ -506,6 +537,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self.preprocess_ = preprocess
         self.history_ = history
         self.n_epochs_ = n_epochs
+        self.skipped_ = skipped
         if width is not None:
             self.n_features_in_ = width
         elif hasattr(self, "n_features_in_"):

@@ -100,6 +100,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="auto: bf16 autocast on CUDA, fp32 on the CPU")
+    p.add_argument("--on-error", default="raise", choices=("raise", "skip"),
+                   help="unreadable training images: stop (raise, default) or leave them out "
+                   "and list them (skip)")
     p.add_argument("--num-workers", type=int, default=0,
                    help="decoding processes when image files are streamed")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
@@ -122,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         lr_schedule=args.lr_schedule, weight_decay=args.weight_decay,
         validation_fraction=args.validation_fraction, early_stopping=args.early_stopping,
         augment=args.augment, freeze_backbone=args.freeze_backbone, device=args.device,
-        precision=args.precision, num_workers=args.num_workers,
+        precision=args.precision, num_workers=args.num_workers, on_error=args.on_error,
         random_state=args.random_state, progress=not args.no_progress)
     print(f"featclf train: {args.model} on {args.data}: {len(y_train)} training images "
           f"({args.validation_fraction:.0%} of them for validation), "

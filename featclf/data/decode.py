@@ -175,7 +175,7 @@ def decode_image_bytes(data: bytes, *, name: str,
         raise ImageDecodeError(name, f"decompression bomb refused: {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         text = str(exc)
-        if "truncated" in text or "broken data stream" in text or isinstance(exc, EOFError):
+        if "truncated" in text.lower() or "broken data stream" in text or isinstance(exc, EOFError):
             raise ImageDecodeError(name, f"truncated or damaged file ({text})") from None
         raise ImageDecodeError(name, f"damaged or unsupported image ({text})") from None
     arr = np.array(img, dtype=np.uint8)  # a writable copy, so torch.from_numpy can share it

@@ -37,6 +37,10 @@ ON_ERROR = ("raise", "skip")
 Preprocess = Callable[[torch.Tensor], torch.Tensor]
 
 
+class SkippedImagesWarning(UserWarning):
+    """Some inputs could not be read and were left out (``on_error="skip"``)."""
+
+
 @dataclass(frozen=True)
 class InputError:
     """One input that could not be used: its position, what it was, and why."""
@@ -208,6 +212,17 @@ class FileSource(ImageSource):
 
     def subset(self, indices) -> FileSource:
         return FileSource([self.paths[int(i)] for i in indices])
+
+    def unreadable(self, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[InputError]:
+        """Decode every file once and list those that fail (for policies that must know
+        before the work starts, such as training on the readable files only)."""
+        errors = []
+        for i, path in enumerate(self.paths):
+            try:
+                decode_image(path, max_pixels=max_pixels)
+            except ImageDecodeError as exc:
+                errors.append(InputError(i, path, exc.reason))
+        return errors
 
     def iter_batches(self, *, batch_size, preprocess, num_workers=0, on_error="raise",
                      pin_memory=False, max_pixels=DEFAULT_MAX_PIXELS) -> Iterator[Batch]:
