@@ -1239,6 +1239,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=NOTEBOOK_DIR,
                         help="folder to write to (default notebooks/)")
     args = parser.parse_args(argv)
+    if args.quick and args.out.resolve() == NOTEBOOK_DIR.resolve():
+        parser.error("--quick needs --out DIR: notebooks/ keeps the outputs of full runs")
     args.out.mkdir(parents=True, exist_ok=True)
     saved_tmpdir = os.environ.get("TMPDIR")
     # The notebooks write their files (images, stores, checkpoints) to temporary folders: keep
