@@ -789,8 +789,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     def save(self, path: str | os.PathLike) -> Path:
         """Save the trained network and what is needed to use it again.
 
-        The file is a featclf checkpoint (``.pt`` loadable with ``torch.load(path,
-        weights_only=True)``, or ``.safetensors``): the state dict plus JSON metadata
+        The file is a featclf checkpoint (``.pt`` loadable by
+        ``torch.load(path, weights_only=True)``, or ``.safetensors``): the state dict plus JSON
+        metadata
         ``model, num_classes, classes, preprocess, head, featclf_version, torch_version, params,
         history``. ``get_model(model, weights=path)``, ``DeepFeatureExtractor(model=path)`` and
         :meth:`load` accept it.

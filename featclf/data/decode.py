@@ -149,7 +149,6 @@ def decode_image_bytes(data: bytes, *, name: str,
     --------
     >>> decode_image_bytes(b"", name="empty.png")
     Traceback (most recent call last):
-    ...
     featclf.data.decode.ImageDecodeError: cannot read image 'empty.png': empty file (0 bytes)
     """
     if len(data) == 0:

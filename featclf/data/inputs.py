@@ -328,7 +328,6 @@ def as_image_source(X, *, name: str = "X") -> ImageSource:
     ('array', 5, (5, 1, 28, 28))
     >>> as_image_source(np.zeros((0, 28, 28)))
     Traceback (most recent call last):
-    ...
     ValueError: X is empty (shape (0, 28, 28)); pass at least one image
     """
     if isinstance(X, ImageFiles):
@@ -399,7 +398,6 @@ def check_labels(y, n: int, *, name: str = "y") -> np.ndarray:
     --------
     >>> check_labels([0, 1], 3)
     Traceback (most recent call last):
-    ...
     ValueError: X has 3 images but y has 2 labels; they must match
     """
     if y is None:

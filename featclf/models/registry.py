@@ -174,7 +174,6 @@ def get_model_spec(name: str) -> ModelSpec:
     84
     >>> get_model_spec("resnt18")
     Traceback (most recent call last):
-    ...
     ValueError: unknown model 'resnt18'. Did you mean 'resnet18'...? See ...list_models()
     """
     if not isinstance(name, str):
