@@ -25,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import common
@@ -39,6 +40,10 @@ from featclf.data.decode import decode_image
 from featclf.data.inputs import as_image_source
 from featclf.data.transforms import ImagePreprocess
 from featclf.models import get_model, get_model_spec
+
+# Measured, not used by featclf: keep torchvision 0.29's deprecation notice out of the table.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities",
+                        category=DeprecationWarning)
 
 NAME = "decode_throughput"
 MODELS = ("alexnet", "resnet18", "resnet50")
@@ -195,17 +200,28 @@ def bottlenecks(decode: dict, forward: dict, cores: int, threads: int) -> list[d
     return rows
 
 
+def _torchvision_io_deprecated() -> bool:
+    """torchvision 0.29 deprecated torchvision.io's image decoding (superseded by TorchCodec)."""
+    major, minor = (int(part) for part in torchvision.__version__.split(".")[:2])
+    return (major, minor) >= (0, 29)
+
+
 def recommendations(decode: dict, rows: list[dict], end_to_end: list[dict]) -> list[str]:
     """Plain-language conclusions from the measurements."""
     out = []
     pil, tv = decode["pillow decode only"], decode["torchvision.io decode only"]
     speed = pil["ms_per_img"] / tv["ms_per_img"]
     if speed >= WORTH_SWITCHING:
-        out.append(
-            f"torchvision.io.decode_jpeg decodes JPEG {speed:.2f}x faster than Pillow here "
-            f"({tv['ms_per_img']:.2f} vs {pil['ms_per_img']:.2f} ms/img): featclf.data.decode "
-            "could use it for JPEG bytes (apply_exif_orientation=True), keeping Pillow for other "
-            "formats, odd modes and its error messages. (Reported, not changed here.)")
+        text = (f"torchvision.io.decode_jpeg decodes JPEG {speed:.2f}x faster than Pillow here "
+                f"({tv['ms_per_img']:.2f} vs {pil['ms_per_img']:.2f} ms/img; both wrap "
+                "libjpeg-turbo and give identical pixels).")
+        if _torchvision_io_deprecated():
+            text += (f" torchvision {torchvision.__version__} deprecates its image decoders in "
+                     "favour of the separate TorchCodec package, so featclf keeps Pillow.")
+        else:
+            text += (" featclf.data.decode could use it for plain JPEGs, keeping Pillow for "
+                     "the rest.")
+        out.append(text)
     elif speed * WORTH_SWITCHING <= 1:
         out.append(f"Pillow decodes JPEG faster than torchvision.io here ({1 / speed:.2f}x): "
                    "keep Pillow.")
@@ -216,13 +232,15 @@ def recommendations(decode: dict, rows: list[dict], end_to_end: list[dict]) -> l
     v2_tf = decode["pillow+v2"]["ms_per_img"] - pil["ms_per_img"]
     if v2_tf > 0 and featclf_tf / v2_tf >= WORTH_SWITCHING:
         out.append(
-            f"ImagePreprocess costs {featclf_tf:.2f} ms/img against {v2_tf:.2f} for v2 transforms "
-            f"({featclf_tf / v2_tf:.1f}x): it converts to float before resizing; resizing the "
-            "uint8 image first (torchvision's uint8 antialiased kernel) then converting would cut "
-            "featclf's per-image preprocessing cost (featclf.data.transforms; reported, not "
-            "changed here).")
+            f"ImagePreprocess costs {featclf_tf:.2f} ms/img against {v2_tf:.2f} for the same "
+            f"recipe in v2 transforms ({featclf_tf / v2_tf:.1f}x): worth a look in "
+            "featclf.data.transforms.")
+    else:
+        out.append(
+            f"ImagePreprocess costs {featclf_tf:.2f} ms/img, v2 transforms {v2_tf:.2f} for the "
+            "same recipe (resize and crop in uint8, then float and normalise): on par.")
     whole = decode["pillow+featclf"]["ms_per_img"] / decode["torchvision.io+v2"]["ms_per_img"]
-    out.append(f"Whole per-image path: torchvision.io+v2 is {whole:.2f}x featclf's current "
+    out.append(f"Whole per-image path: torchvision.io+v2 is {whole:.2f}x featclf's "
                "Pillow+ImagePreprocess rate.")
     for k in WORKERS:
         bound = sorted({r["model"] for r in rows if r["workers"] == k

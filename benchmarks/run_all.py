@@ -208,8 +208,47 @@ def _pyplot():
     return plt
 
 
+def plot_extraction_sweep(doc: dict, path: Path) -> str | None:
+    """extract_throughput's own layout: extractor (uint8 input) and bare forward img/s against
+    batch size per model and device, JPEG-folder runs as single points. None: not that layout."""
+    res = doc.get("results")
+    rows = res.get("in_memory") if isinstance(res, dict) else None
+    if not rows or len({r.get("batch_size") for r in rows}) < 2:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    colours = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4)
+    for key in dict.fromkeys((r["model"], r["device"]) for r in rows):
+        pts = sorted((r["batch_size"], r["extractor_uint8_img_per_s"], r["bare_img_per_s"])
+                     for r in rows if (r["model"], r["device"]) == key)
+        colour = next(colours)
+        xs = [p[0] for p in pts]
+        ax.plot(xs, [p[1] for p in pts], marker="o", color=colour,
+                label=f"{key[0]} {key[1]}: extractor, uint8 images")
+        ax.plot(xs, [p[2] for p in pts], linestyle="--", color=colour, alpha=0.6,
+                label=f"{key[0]} {key[1]}: bare forward")
+        for j in (r for r in res.get("jpeg_folder") or [] if (r["model"], r["device"]) == key):
+            ax.scatter([j["batch_size"]], [j["extractor_img_per_s"]], color=colour,
+                       marker="^" if j["workers"] else "s", zorder=3,
+                       label=f"{key[0]} {key[1]}: JPEG files, {j['workers']} workers")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("images / s")
+    ax.set_title(f"Extraction throughput vs batch size ({doc.get('mode', '?')} run)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"wrote {path.name}"
+
+
 def plot_throughput_vs_batch(doc: dict, path: Path) -> str:
     """Throughput against batch size, one line per series; returns what was done."""
+    own = plot_extraction_sweep(doc, path)
+    if own is not None:
+        return own
     sweep = batch_sweep(doc)
     if sweep is None:
         if path.exists():
@@ -317,6 +356,25 @@ def _extra_tables(name: str, doc: dict) -> list[str]:
                                        ["classifier", "n_classes", "n", "fit_s",
                                         "speedup_vs_linear_svc", "test_accuracy"],
                                        markdown=True), ""]
+    elif name == "extract_throughput" and isinstance(res, dict) and res.get("in_memory"):
+        md += ["In memory (extractor vs the bare headless forward on the same batches):", "",
+               common.format_table(res["in_memory"], [
+                   "model", "device", "precision", "batch_size", "bare_img_per_s",
+                   "extractor_tensor_img_per_s", "extractor_uint8_img_per_s", "ratio_tensor",
+                   "ratio_uint8", "overhead_share_uint8"], markdown=True), ""]
+        if res.get("jpeg_folder"):
+            md += ["From a folder of 500x375 JPEGs (limit: the lower of decode ceiling and bare "
+                   "forward; with 0 workers their times add):", "",
+                   common.format_table(res["jpeg_folder"], [
+                       "model", "device", "workers", "bare_img_per_s",
+                       "decode_ceiling_img_per_s", "limit_img_per_s", "extractor_img_per_s",
+                       "ratio_vs_limit", "ratio_vs_bare", "bottleneck"], markdown=True), ""]
+        if res.get("compile"):
+            md += ["`compile=True` (compilation time excluded from img/s):", "",
+                   common.format_table(res["compile"], [
+                       "model", "device", "batch_size", "compile_seconds", "compiled_img_per_s",
+                       "eager_extractor_img_per_s", "compiled_over_eager_extractor",
+                       "compiled_over_bare", "break_even_images"], markdown=True), ""]
     elif name == "compare_phases" and res:
         md += ["Phases:", "", common.format_table(res.get("phases", []),
                                                   ["phase", "seconds", "share"],

@@ -253,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         "hit/np.load first read": io_results["hit_first_read_over_np_load"],
         "hit/np.load reopened": io_results["hit_reopened_over_np_load"],
         "hit/np.load first read, 84-dim": small["hit_first_read_over_np_load"],
+        "hit/np.load reopened, 84-dim": small["hit_reopened_over_np_load"],
         "open ms": io_results["open_ms"],
         "write/np.save": io_results["write_over_np_save"],
         "write/np.save per shard": io_results["write_over_np_save_shards"],

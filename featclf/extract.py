@@ -378,6 +378,13 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         lists them).
     progress : bool, default=False
         Show a progress bar (images/s) on stderr.
+    compile : bool, default=False
+        Run the network through ``torch.compile`` (TorchInductor). The first batch pays the
+        compilation (resnet18 on 2 CPU cores: 21 s the first time, 4 s once TorchInductor's
+        on-disk cache holds it); later batches run faster (1.16x for resnet18 at batch 32 on
+        2 CPU cores, see ``artifacts/benchmarks``). A short last batch is padded to
+        ``batch_size`` so that one compiled graph serves every batch. Worth it for long jobs,
+        not for a few hundred images. Results match the eager network to about 1e-5.
 
     Attributes
     ----------
@@ -435,7 +442,7 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
 
     def __init__(self, model, weights=None, layer=None, pooling="avg", preprocess="auto",
                  device="auto", precision="auto", batch_size=64, num_workers=0, store=None,
-                 on_error="raise", progress=False):
+                 on_error="raise", progress=False, compile=False):
         self.model = model
         self.weights = weights
         self.layer = layer
@@ -448,6 +455,7 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         self.store = store
         self.on_error = on_error
         self.progress = progress
+        self.compile = compile
 
     # ------------------------------------------------------------------ scikit-learn plumbing
     def __sklearn_tags__(self):
@@ -484,7 +492,8 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         return new
 
     def __getstate__(self):
-        state = super().__getstate__()
+        # A compiled graph does not pickle; the copy compiles again when it first runs.
+        state = {k: v for k, v in super().__getstate__().items() if k != "_compiled"}
         model = state.get("feature_model_")
         if model is not None and _module_device(model).type != "cpu":
             # Pickles must load on machines without the GPU: bring the weights home first.
@@ -516,6 +525,8 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
                 raise ValueError(f"{name}={value!r} must be an integer >= {low}")
         check_on_error(self.on_error)
+        if not isinstance(self.compile, bool | np.bool_):
+            raise ValueError(f"compile={self.compile!r} must be True or False")
         if not (self.preprocess is None or callable(self.preprocess)
                 or (isinstance(self.preprocess, str) and self.preprocess == "auto")):
             raise ValueError(f"preprocess={self.preprocess!r} must be 'auto', None, an "
@@ -617,7 +628,15 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         if where.type != self.device_.type or self.device_.index not in (None, where.index):
             model.to(self.device_)
         # Cheap, and repairs graph modules (layer="...") that a copy left in training mode.
-        return model.eval()
+        model.eval()
+        if not self.compile:
+            return model
+        compiled = self.__dict__.get("_compiled")
+        if compiled is None or compiled[0] is not model:
+            # Static shapes: one graph for batch_size (short batches are padded in _forward).
+            compiled = (model, torch.compile(model, dynamic=False))
+            self._compiled = compiled
+        return compiled[1]
 
     def _check_width(self, X) -> None:
         expected = getattr(self, "n_features_in_", None)
@@ -667,10 +686,14 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
                                           pin_memory=on_gpu and on_host)
             on_device = preprocess
         else:
-            batches = source.iter_batches(batch_size=int(self.batch_size), preprocess=preprocess,
+            load, on_device = preprocess, None
+            if isinstance(preprocess, ImagePreprocess):
+                # Workers decode, resize and crop in uint8; scaling and normalising happen where
+                # the network runs, so batches cross processes and the bus at a quarter the size.
+                load, on_device = preprocess.geometry, preprocess.finish
+            batches = source.iter_batches(batch_size=int(self.batch_size), preprocess=load,
                                           num_workers=int(self.num_workers),
                                           on_error=self.on_error, pin_memory=on_gpu)
-            on_device = None
         model = self._network_on_device()
         width = self.n_features_out_ or 0
         pending = None  # on a GPU, batch k's copy back overlaps batch k+1's forward
@@ -704,9 +727,14 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
                 x = preprocess(x)
             if x.dtype != torch.float32:
                 x = x.float()
+            n = x.shape[0]
+            if self.compile and n < self.batch_size:
+                # Eval-mode networks treat images independently: zero padding changes no
+                # vector, and spares a recompilation for the short last batch.
+                x = torch.cat([x, x.new_zeros((self.batch_size - n, *x.shape[1:]))])
             with autocast(self.device_, self.precision_):
                 out = model(self._layout(x))
-            return out.float()
+            return out[:n].float()
 
     def cache_config_(self, X=None) -> dict:
         """Everything besides the image itself that decides a feature vector (the cache key).

@@ -30,7 +30,8 @@ def run_benchmark(name: str, out_dir: Path, *extra: str, timeout: float = 240) -
 def smoke_dir(tmp_path_factory) -> Path:
     """One smoke run of each script owned by this suite, into one directory."""
     out = tmp_path_factory.mktemp("bench")
-    for name in ("decode_throughput", "classifier_fit", "compare_phases"):
+    for name in ("decode_throughput", "classifier_fit", "compare_phases", "extract_throughput",
+                 "store_hit"):
         run_benchmark(name, out, "--smoke")
     return out
 
@@ -84,6 +85,42 @@ def test_compare_phases_splits_the_time_into_phases_or_records_why_not(smoke_dir
     shares = sum(r["share"] for r in doc["results"]["phases"])
     assert shares == pytest.approx(1.0, abs=0.02)
     assert {r["classifier"] for r in doc["results"]["classifiers"]} == {"softmax", "logistic"}
+
+
+@pytest.mark.slow
+def test_extract_throughput_sweeps_batches_and_names_the_jpeg_bottleneck(smoke_dir):
+    doc = read(smoke_dir, "extract_throughput")
+    res = doc["results"]
+    memory = res["in_memory"]
+    assert {r["batch_size"] for r in memory} == set(doc["config"]["cpu_batches"])
+    for r in memory:
+        assert r["bare_img_per_s"] > 0 and r["ratio_tensor"] > 0 and r["ratio_uint8"] > 0
+        assert r["max_abs_diff_vs_bare"] < 1e-3  # the extractor computes what the bare net does
+    jpeg = res["jpeg_folder"]
+    assert [r["workers"] for r in jpeg] == list(doc["config"]["workers"])
+    for r in jpeg:
+        assert r["limit_img_per_s"] <= min(r["bare_img_per_s"], r["decode_ceiling_img_per_s"])
+        assert r["bottleneck"] and r["ratio_vs_limit"] > 0 and r["max_abs_diff_vs_bare"] < 1e-3
+    assert any("JPEG" in k for k in doc["headline"]) and doc["recommendations"]
+
+
+@pytest.mark.slow
+def test_store_hit_compares_with_numpy_on_the_same_bytes(smoke_dir):
+    doc = read(smoke_dir, "store_hit")
+    assert {"hit/np.load first read", "hit/np.load reopened", "open ms",
+            "write/np.save"} <= set(doc["headline"])
+    assert all(v > 0 for v in doc["headline"].values() if isinstance(v, int | float))
+
+
+@pytest.mark.slow
+def test_run_all_plots_the_extraction_sweep_with_its_jpeg_points(smoke_dir, tmp_path):
+    for path in smoke_dir.glob("*.json"):
+        (tmp_path / path.name).write_text(path.read_text())
+    run_benchmark("run_all", tmp_path, "--report-only", timeout=120)
+    readme = (tmp_path / "README.md").read_text()
+    assert "From a folder of 500x375 JPEGs" in readme and "ratio_vs_limit" in readme
+    assert "![throughput vs batch](throughput_vs_batch.png)" in readme
+    assert (tmp_path / "throughput_vs_batch.png").stat().st_size > 0
 
 
 @pytest.mark.slow

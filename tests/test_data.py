@@ -105,6 +105,41 @@ def test_preprocess_grey_to_rgb_and_resize():
     assert torch.allclose(out, torch.ones_like(out))
 
 
+def test_imagenet_preprocess_equals_torchvision_weights_transforms(rng):
+    """featclf's resize-256/crop-224 recipe gives what torchvision's own weights.transforms()
+    gives on uint8 tensors, the reference the pretrained weights were evaluated with (built
+    locally; no weights are downloaded). Both resize to uint8 pixels; torchvision's v1 code
+    rounds a float resize, featclf runs the v2 uint8 kernel: the same pixels, give or take one
+    grey level at some of them."""
+    from torchvision.models import ResNet18_Weights
+
+    reference = ResNet18_Weights.IMAGENET1K_V1.transforms()
+    pre = ImagePreprocess(size=224, channels=3, resize=256)
+    images = torch.from_numpy(rng.integers(0, 256, (2, 3, 300, 411), dtype=np.uint8))
+    ours = pre(images)
+    theirs = torch.stack([reference(img) for img in images])
+    assert ours.shape == theirs.shape == (2, 3, 224, 224) and ours.dtype == torch.float32
+    one_level = 1 / 255 / min(pre.std)
+    diff = (ours - theirs).abs()
+    assert diff.max() <= one_level * 1.001
+    # Most pixels are identical, even on random noise (the worst case for rounding).
+    assert (diff > 1e-5).float().mean() < 0.3
+
+
+def test_geometry_stays_uint8_and_finish_completes_it(rng):
+    pre = ImagePreprocess(size=(20, 24), channels=1, mean=(0.25,), std=(0.5,))
+    rgb = torch.from_numpy(rng.integers(0, 256, (3, 3, 50, 61), dtype=np.uint8))
+    sized = pre.geometry(rgb)
+    assert sized.dtype == torch.uint8 and sized.shape == (3, 1, 20, 24)
+    assert torch.allclose(pre.finish(sized), pre(rgb), atol=1e-6)
+    assert torch.allclose(pre.finish(sized), (sized.float() / 255 - 0.25) / 0.5, atol=1e-5)
+    floats = torch.rand(2, 1, 20, 24)  # float input in [0, 1]: geometry leaves it float
+    assert torch.allclose(pre(floats), (floats - 0.25) / 0.5, atol=1e-6)
+    # Converting to grey and resizing in uint8 round twice: within two grey levels of floats.
+    via_float = pre.normalize(pre.geometry(rgb.float() / 255))
+    assert (pre(rgb) - via_float).abs().max() <= 2 / 255 / 0.5 + 1e-6
+
+
 def test_file_batches_skip_bad_files(tmp_path, rng):
     good = [write_image(tmp_path / f"g{i}.png", rng.integers(0, 255, (10, 12), dtype=np.uint8))
             for i in range(3)]

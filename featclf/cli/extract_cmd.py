@@ -51,6 +51,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="autocast precision (default: fp32 on CPU, bf16 on CUDA)")
+    p.add_argument("--compile", action="store_true",
+                   help="run the network through torch.compile: pays a one-off compilation "
+                   "(seconds to a minute), then 1.1-1.2x faster on CPU; for long jobs")
     p.add_argument("--on-error", default="raise", choices=("raise", "skip"),
                    help="an unreadable image stops the job (raise, the default) or is listed "
                    "in the error manifest and skipped (skip)")
@@ -125,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, weights=args.weights, layer=args.layer, pooling=args.pooling,
         device=args.device, precision=args.precision, batch_size=args.batch_size,
         num_workers=args.num_workers, store=store, on_error=args.on_error,
-        progress=not args.no_progress).fit()
+        progress=not args.no_progress, compile=args.compile).fit()
     if args.engine == "ray":
         result = _extract_ray(extractor, store, files, args)
     else:
