@@ -56,7 +56,11 @@ from featclf.data.transforms import ImagePreprocess, seed_augmentation
 from featclf.devices import autocast, resolve_device, resolve_precision
 from featclf.models import find_head, get_model, get_model_spec, read_checkpoint, save_checkpoint
 from featclf.models.head import replace_head
-from featclf.models.weights import WeightsError, load_state_dict_checked
+from featclf.models.weights import (
+    WeightsError,
+    load_state_dict_checked,
+    torchvision_preprocess,
+)
 
 #: Largest preprocessed training set (bytes of float32) kept in memory; larger ones are streamed.
 IN_MEMORY_LIMIT_BYTES = 2 * 1024**3
@@ -460,7 +464,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         if self.preprocess != "auto":
             return self.preprocess
         if isinstance(self.model, str):
-            return get_model_spec(self.model).preprocess
+            spec = get_model_spec(self.model)
+            own = torchvision_preprocess(self.model, self.weights) \
+                if spec.source == "torchvision" else None
+            return own or spec.preprocess
         first = next(source.subset([0]).iter_batches(batch_size=1, preprocess=None)).images
         channels, height, width = (int(s) for s in first.shape[1:])
         # A custom module gets pixels in [0, 1] at the training images' size; as an

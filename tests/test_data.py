@@ -126,6 +126,30 @@ def test_imagenet_preprocess_equals_torchvision_weights_transforms(rng):
     assert (diff > 1e-5).float().mean() < 0.3
 
 
+def test_bicubic_recipe_equals_torchvision_weights_transforms(rng):
+    from torchvision.models import ViT_B_16_Weights
+
+    from featclf.models.weights import torchvision_preprocess
+
+    weights = ViT_B_16_Weights.IMAGENET1K_SWAG_LINEAR_V1  # resize 224 bicubic, crop 224
+    pre = torchvision_preprocess("vit_b_16", weights.name)
+    assert pre.interpolation == "bicubic"
+    # Photo-like (smooth) images: on pure noise, torch's uint8 bicubic kernel (ported from
+    # Pillow's, which clamps between its two passes, as the PIL-based ImageNet evaluation did)
+    # and torchvision's float path differ at the overshoots; on photos by one grey level.
+    coarse = rng.integers(0, 256, (2, 3, 14, 16), dtype=np.uint8)
+    images = torch.nn.functional.interpolate(torch.from_numpy(coarse).float(), size=(260, 300),
+                                             mode="bilinear").round().to(torch.uint8)
+    ours = pre(images)
+    theirs = torch.stack([weights.transforms()(img) for img in images])
+    assert ours.shape == theirs.shape == (2, 3, 224, 224)
+    assert (ours - theirs).abs().max() <= 1 / 255 / min(pre.std) * 1.001
+    bilinear = ImagePreprocess(224, 3, pre.mean, pre.std, resize=224)(images)
+    assert (bilinear - ours).abs().max() > 0.05  # the filter is really applied
+    with pytest.raises(ValueError, match="interpolation='lanczos'"):
+        ImagePreprocess(8, interpolation="lanczos")
+
+
 def test_geometry_stays_uint8_and_finish_completes_it(rng):
     pre = ImagePreprocess(size=(20, 24), channels=1, mean=(0.25,), std=(0.5,))
     rgb = torch.from_numpy(rng.integers(0, 256, (3, 3, 50, 61), dtype=np.uint8))

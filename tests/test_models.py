@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -96,6 +98,41 @@ def test_offline_torchvision_weights_name_explains_local_files(monkeypatch, tmp_
     monkeypatch.setattr(torch.hub, "urlopen", no_network)
     with pytest.raises(WeightsError, match="pass its path instead"):
         get_model("resnet18", weights="IMAGENET1K_V1")
+
+
+def test_torchvision_weights_bring_their_own_evaluation_recipe():
+    from featclf.models.weights import torchvision_preprocess
+
+    v2 = torchvision_preprocess("resnet50", "DEFAULT")  # IMAGENET1K_V2: resize 232, crop 224
+    assert (v2.resize, v2.output_size, v2.interpolation) == (232, (224, 224), "bilinear")
+    assert torchvision_preprocess("resnet50", "IMAGENET1K_V1").resize == 256
+    vit = torchvision_preprocess("vit_b_16", "IMAGENET1K_SWAG_E2E_V1")
+    assert (vit.output_size, vit.interpolation) == ((384, 384), "bicubic")
+    assert torchvision_preprocess("resnet50", "no-such-weights") is None
+    assert torchvision_preprocess("resnet50", None) is None
+
+
+@pytest.mark.slow
+def test_extractor_with_cached_torchvision_weights_uses_their_recipe(monkeypatch, tmp_path):
+    """torch.hub reads an already-cached weights file without downloading: a state dict saved
+    here under the IMAGENET1K_V2 file name stands in for the real one, offline."""
+    from torchvision.models import ResNet50_Weights
+
+    from featclf import DeepFeatureExtractor
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.manual_seed(5)
+    state = get_model("resnet50").state_dict()
+    torch.save(state, cache / Path(ResNet50_Weights.IMAGENET1K_V2.url).name)
+    ext = DeepFeatureExtractor("resnet50", weights="DEFAULT", device="cpu").fit()
+    assert ext.preprocess_.resize == 232 and ext.preprocess_.output_size == (224, 224)
+    loaded = ext.feature_model_.state_dict()
+    (conv1,) = [k for k in loaded if k.endswith("conv1.weight") and "layer" not in k]
+    assert torch.equal(loaded[conv1], state["conv1.weight"])
+    assert ext.transform(np.zeros((1, 250, 300, 3), np.uint8)).shape == (1, 2048)
+    assert DeepFeatureExtractor("resnet50").fit().preprocess_.resize == 256  # random weights
 
 
 def test_checkpoint_metadata_survives(tmp_path):

@@ -44,8 +44,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "the final classification layer)")
     p.add_argument("--pooling", default="avg", choices=POOLINGS,
                    help="how convolutional maps become vectors (default avg)")
-    p.add_argument("--batch-size", type=int, default=64, metavar="N",
-                   help="images per forward pass (default 64)")
+    p.add_argument("--batch-size", type=_batch_size, default="auto", metavar="N",
+                   help="images per forward pass (default auto: 256 on a GPU; on the CPU 8 at "
+                   "224 px up to 64 at 28 px, where these CPUs run fastest)")
     p.add_argument("--num-workers", type=int, default=0, metavar="N",
                    help="decoding worker processes (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
@@ -78,7 +79,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if args.batch_size < 1:
+    if args.batch_size != "auto" and args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.num_workers < 0:
         raise ValueError(f"--num-workers must be >= 0, got {args.num_workers}")
@@ -100,6 +101,16 @@ def _extract_local(extractor, store: FeatureStore, files, args: argparse.Namespa
                          "an error manifest and go on") from None
 
 
+def _batch_size(text: str) -> int | str:
+    """``--batch-size``: "auto" or an integer."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer or 'auto', got {text!r}") from None
+
+
 def _extract_ray(extractor, store: FeatureStore, files, args: argparse.Namespace):
     """Extract on a Ray actor pool into the same store (the ``ray`` engine)."""
     from featclf.distributed import extract_with_ray
@@ -107,7 +118,8 @@ def _extract_ray(extractor, store: FeatureStore, files, args: argparse.Namespace
     try:
         return extract_with_ray(files, extractor, store, address=args.address,
                                 actors=args.actors, gpus_per_actor=args.gpus_per_actor,
-                                batch_size=max(args.batch_size, 1), on_error=args.on_error,
+                                batch_size=256 if args.batch_size == "auto" else args.batch_size,
+                                on_error=args.on_error,
                                 progress=not args.no_progress)
     except ImageDecodeError as exc:
         reason = exc.reason.split(" (pass on_error=")[0]

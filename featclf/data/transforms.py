@@ -22,6 +22,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MNIST_MEAN = (0.1307,)
 MNIST_STD = (0.3081,)
+_INTERPOLATIONS = {"bilinear": v2.InterpolationMode.BILINEAR,
+                   "bicubic": v2.InterpolationMode.BICUBIC,
+                   "nearest": v2.InterpolationMode.NEAREST}
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,9 @@ class ImagePreprocess:
     resize : int or None
         When set, first resize the shorter side to this, then centre-crop to ``size`` (the
         ImageNet evaluation recipe, 256 then 224). When None, resize straight to ``size``.
+    interpolation : {"bilinear", "bicubic", "nearest"}, default="bilinear"
+        The resampling filter (antialiased when shrinking), as in torchvision's
+        ``weights.transforms()``.
 
     Examples
     --------
@@ -58,8 +64,12 @@ class ImagePreprocess:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     resize: int | None = None
+    interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
+        if self.interpolation not in _INTERPOLATIONS:
+            raise ValueError(f"ImagePreprocess: interpolation={self.interpolation!r} is not one "
+                             f"of {sorted(_INTERPOLATIONS)}")
         if self.channels not in (1, 3):
             raise ValueError(f"ImagePreprocess: channels must be 1 or 3, got {self.channels}")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
@@ -89,7 +99,8 @@ class ImagePreprocess:
     def from_dict(cls, d: dict) -> ImagePreprocess:
         """Inverse of :meth:`to_dict`."""
         return cls(size=tuple(d["size"]), channels=int(d["channels"]), mean=tuple(d["mean"]),
-                   std=tuple(d["std"]), resize=d.get("resize"))
+                   std=tuple(d["std"]), resize=d.get("resize"),
+                   interpolation=d.get("interpolation", "bilinear"))
 
     def geometry(self, images: torch.Tensor) -> torch.Tensor:
         """Fix the channel count and size, keeping the dtype (uint8 stays uint8).
@@ -131,11 +142,13 @@ class ImagePreprocess:
         out_h, out_w = self.output_size
         if self.resize is not None:
             if min(x.shape[-2:]) != self.resize:
-                x = F.resize(x, [self.resize], antialias=True)
+                x = F.resize(x, [self.resize], interpolation=_INTERPOLATIONS[self.interpolation],
+                             antialias=True)
             if tuple(x.shape[-2:]) != (out_h, out_w):
                 x = F.center_crop(x, [out_h, out_w])
         elif tuple(x.shape[-2:]) != (out_h, out_w):
-            x = F.resize(x, [out_h, out_w], antialias=True)
+            x = F.resize(x, [out_h, out_w], interpolation=_INTERPOLATIONS[self.interpolation],
+                         antialias=True)
         return x
 
     def to_float(self, images: torch.Tensor) -> torch.Tensor:

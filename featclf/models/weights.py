@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from featclf.data.transforms import ImagePreprocess
+
 CHECKPOINT_FORMAT = "featclf-checkpoint"
 WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".safetensors", ".bin", ".ckpt")
 
@@ -223,6 +225,54 @@ def load_state_dict_checked(module: nn.Module, state_dict: Mapping[str, torch.Te
                            + "; ".join(parts) + ". Are they for another architecture or number "
                            "of classes?")
     module.load_state_dict(state_dict, strict=True)
+
+
+def torchvision_preprocess(model_name: str, weights: Any) -> ImagePreprocess | None:
+    """The evaluation recipe of torchvision weights (their ``transforms()``), downloading nothing.
+
+    Weights of one architecture can differ in it: resnet50's ``IMAGENET1K_V2`` (the default)
+    resizes to 232 before the 224 crop, where ``IMAGENET1K_V1`` resizes to 256; convnext_tiny
+    resizes to 236; vit_b_16's ``IMAGENET1K_SWAG_E2E_V1`` takes 384x384 images, bicubic.
+
+    Parameters
+    ----------
+    model_name : str
+        torchvision architecture name.
+    weights : str or torchvision WeightsEnum member
+        ``"DEFAULT"``, a member name such as ``"IMAGENET1K_V2"``, or the member itself.
+
+    Returns
+    -------
+    ImagePreprocess or None
+        None when ``weights`` names no torchvision classification weights of ``model_name``
+        (a file path, say).
+
+    Examples
+    --------
+    >>> pre = torchvision_preprocess("resnet50", "DEFAULT")
+    >>> pre.resize, pre.output_size, pre.interpolation
+    (232, (224, 224), 'bilinear')
+    >>> torchvision_preprocess("resnet50", "IMAGENET1K_V1").resize
+    256
+    """
+    import torchvision
+
+    name_of = getattr(weights, "name", weights)
+    if not isinstance(name_of, str) or looks_like_weight_file(weights):
+        return None
+    try:
+        enum = torchvision.models.get_model_weights(model_name)
+        member = enum.DEFAULT if name_of == "DEFAULT" else enum[name_of]
+    except (ValueError, KeyError):
+        return None
+    recipe = member.transforms()
+    # Classification presets carry these; others (video, segmentation) are not featclf's.
+    if not all(hasattr(recipe, a) for a in ("crop_size", "resize_size", "mean", "std",
+                                            "interpolation")):
+        return None
+    return ImagePreprocess(size=int(recipe.crop_size[0]), channels=3, mean=tuple(recipe.mean),
+                           std=tuple(recipe.std), resize=int(recipe.resize_size[0]),
+                           interpolation=recipe.interpolation.value)
 
 
 def torchvision_state_dict(model_name: str, weights_name: str) -> dict[str, torch.Tensor]:
