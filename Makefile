@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test bench lint install clean-venv
+.PHONY: demo test bench bench-gpu lint install clean-venv
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: $(STAMP)
 ## make bench: the benchmark suite (not part of make test); JSON under artifacts/benchmarks/
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+## make bench-gpu: on a CUDA machine, the GPU tests and the extraction benchmark on the GPU only
+bench-gpu: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider -m gpu tests
+	$(BIN)/python benchmarks/extract_throughput.py --devices cuda --out-dir artifacts/benchmarks/gpu
 
 lint: $(STAMP)
 	$(BIN)/ruff check featclf tests benchmarks tools

@@ -208,6 +208,18 @@ def _pyplot():
     return plt
 
 
+def _save_log_plot(plt, fig, ax, path: Path, *, title: str, legend_size: int) -> str:
+    """Log y axis, title, grid and legend; save ``path`` and close the figure."""
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"wrote {path.name}"
+
+
 def plot_extraction_sweep(doc: dict, path: Path) -> str | None:
     """extract_throughput's own layout: extractor (uint8 input) and bare forward img/s against
     batch size per model and device, JPEG-folder runs as single points. None: not that layout."""
@@ -232,16 +244,10 @@ def plot_extraction_sweep(doc: dict, path: Path) -> str | None:
                        marker="^" if j["workers"] else "s", zorder=3,
                        label=f"{key[0]} {key[1]}: JPEG files, {j['workers']} workers")
     ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
     ax.set_xlabel("batch size")
     ax.set_ylabel("images / s")
-    ax.set_title(f"Extraction throughput vs batch size ({doc.get('mode', '?')} run)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return f"wrote {path.name}"
+    return _save_log_plot(plt, fig, ax, path, legend_size=7,
+                          title=f"Extraction throughput vs batch size ({doc.get('mode', '?')} run)")
 
 
 def plot_throughput_vs_batch(doc: dict, path: Path) -> str:
@@ -290,17 +296,11 @@ def plot_fit_time_vs_n(doc: dict, path: Path) -> str:
         label = f"{name} (stopped: limit)" if name in skipped else name
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
     ax.set_xscale("log")
-    ax.set_yscale("log")
     ax.set_xlabel(f"training samples ({config.get('n_features', '?')} features, "
                   f"{config.get('n_classes', '?')} classes)")
     ax.set_ylabel("fit time (s)")
-    ax.set_title(f"Classifier fit time vs n ({doc.get('mode', '?')} run)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return f"wrote {path.name}"
+    return _save_log_plot(plt, fig, ax, path, legend_size=8,
+                          title=f"Classifier fit time vs n ({doc.get('mode', '?')} run)")
 
 
 # --------------------------------------------------------------------------- README
