@@ -61,11 +61,14 @@ SETTINGS = {
     # images, (width, height), timed passes over the images, forward batch/size/repeats,
     # models checked end to end, images in the end-to-end run
     "full": dict(n_images=64, image_size=(500, 375), repeats=5, batch=32, px=224,
-                 forward_repeats=5, e2e_models=("alexnet", "resnet18"), e2e_images=128),
+                 forward_repeats=5, e2e_models=("alexnet", "resnet18"), e2e_images=128,
+                 n_photos=8, photo_size=(4032, 3024)),
     "quick": dict(n_images=64, image_size=(500, 375), repeats=3, batch=32, px=224,
-                  forward_repeats=2, e2e_models=("alexnet",), e2e_images=64),
+                  forward_repeats=2, e2e_models=("alexnet",), e2e_images=64,
+                  n_photos=4, photo_size=(4032, 3024)),
     "smoke": dict(n_images=4, image_size=(80, 60), repeats=1, batch=2, px=64,
-                  forward_repeats=1, e2e_models=("alexnet",), e2e_images=4),
+                  forward_repeats=1, e2e_models=("alexnet",), e2e_images=4,
+                  n_photos=1, photo_size=(800, 600)),
 }
 
 
@@ -131,6 +134,25 @@ def measure_decoding(paths: list[str], pre: ImagePreprocess, repeats: int) -> di
     diffs = [float((pre(pillow_decode(p)) - tv(torchvision_decode(p))).abs().mean())
              for p in paths]
     out["mean_abs_diff_normalised"] = statistics.fmean(diffs)
+    return out
+
+
+def measure_camera_photos(directory: Path, n: int, size: tuple[int, int], pre: ImagePreprocess,
+                          repeats: int) -> dict:
+    """Camera-sized JPEGs (12 MP): featclf's per-image work at full size and with
+    ``jpeg_draft`` (libjpeg's reduced-scale decode down to twice the resize target), one thread."""
+    paths = write_jpegs(directory, n, size, seed=7)
+    side = 2 * (pre.resize or max(pre.output_size))
+    out: dict = {"width": size[0], "height": size[1],
+                 "mean_jpeg_kb": statistics.fmean(os.path.getsize(p) for p in paths) / 1024,
+                 "draft_side": side}
+    for label, draft in (("full_decode", None), ("jpeg_draft", side)):
+        def work(draft=draft) -> None:
+            for p in paths:
+                pre(torch.from_numpy(decode_image(p, draft=draft)).permute(2, 0, 1))
+        timing = common.time_call(work, warmup=1, repeats=repeats)
+        out[f"{label}_ms_per_img"] = timing.median / n * 1e3
+    out["draft_speedup"] = out["full_decode_ms_per_img"] / out["jpeg_draft_ms_per_img"]
     return out
 
 
@@ -284,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         mean_kb = statistics.fmean(os.path.getsize(p) for p in paths) / 1024
         torch.set_num_threads(1)  # per-core rate, as in a DataLoader worker
         decode = measure_decoding(paths, pre, cfg["repeats"])
+        photos_dir = Path(tmp) / "camera"
+        photos_dir.mkdir()
+        photos = measure_camera_photos(photos_dir, cfg["n_photos"], cfg["photo_size"], pre,
+                                       max(1, cfg["repeats"] - 1))
         torch.set_num_threads(threads)
         forward = {}
         for i, m in enumerate(MODELS):
@@ -322,6 +348,20 @@ def main(argv: list[str] | None = None) -> int:
     if end_to_end:
         common.print_table("End to end: FileSource.iter_batches + bare forward", end_to_end)
     recs = recommendations(decode, rows, end_to_end)
+    r18 = forward["resnet18"]["img_per_s"]
+    for label in ("full_decode", "jpeg_draft"):
+        # One core decoding vs the forward on all cores: which one limits a resnet18 job.
+        photos[f"{label}_resnet18_bottleneck"] = \
+            "decode" if photos[f"{label}_ms_per_img"] > 1e3 / r18 else "forward"
+    recs.append(
+        f"Camera photos ({photos['width']}x{photos['height']}, "
+        f"{photos['mean_jpeg_kb']:.0f} KB): decode + preprocess costs "
+        f"{photos['full_decode_ms_per_img']:.0f} ms/img at full size and "
+        f"{photos['jpeg_draft_ms_per_img']:.0f} ms with jpeg_draft=True "
+        f"({photos['draft_speedup']:.1f}x), against {1e3 / r18:.0f} ms/img for resnet18's "
+        f"forward: a resnet18 job over such photos is limited by the "
+        f"{photos['full_decode_resnet18_bottleneck']} at full size and by the "
+        f"{photos['jpeg_draft_resnet18_bottleneck']} with jpeg_draft.")
     print("\n" + "\n".join(f"- {r}" for r in recs))
 
     pil_rate = decode["pillow+featclf"]["img_per_s"]
@@ -333,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
             / decode["torchvision.io decode only"]["ms_per_img"],
         "torchvision.io+v2 / featclf whole-path speedup":
             decode["pillow+featclf"]["ms_per_img"] / decode["torchvision.io+v2"]["ms_per_img"],
+        "camera photo decode+preprocess ms/img, full size": photos["full_decode_ms_per_img"],
+        "camera photo decode+preprocess ms/img, jpeg_draft": photos["jpeg_draft_ms_per_img"],
     }
     for r in end_to_end:
         headline[f"{r['model']} from JPEG, {r['workers']} workers, measured img/s"] = \
@@ -347,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
                    "decode_threads": 1, "forward_threads": threads,
                    "torchvision_image_backend": torchvision.get_image_backend()},
         "results": {"decode": decode, "forward": forward, "bottleneck": rows,
-                    "end_to_end": end_to_end, "end_to_end_skipped": e2e_skipped},
+                    "end_to_end": end_to_end, "end_to_end_skipped": e2e_skipped,
+                    "camera_photos": photos},
         "headline": headline,
         "recommendations": recs,
     }, args.out_dir)

@@ -57,6 +57,10 @@ def test_decode_throughput_names_a_bottleneck_per_model_and_worker_count(smoke_d
     assert {r["bottleneck"] for r in res["bottleneck"]} <= {"decode", "forward"}
     assert {r["workers"] for r in res["end_to_end"]} == {0, 2}
     assert doc["recommendations"] and doc["config"]["decode_threads"] == 1
+    photos = res["camera_photos"]  # full-size decode vs jpeg_draft on large JPEGs
+    assert photos["full_decode_ms_per_img"] > 0 and photos["jpeg_draft_ms_per_img"] > 0
+    assert {photos["full_decode_resnet18_bottleneck"],
+            photos["jpeg_draft_resnet18_bottleneck"]} <= {"decode", "forward"}
 
 
 @pytest.mark.slow

@@ -287,6 +287,40 @@ def test_auto_batch_size_follows_the_input_size_and_set_params_applies(digits):
     assert [len(i) for i, _, _ in ext.iter_features(X)] == [30, 30, 12]
 
 
+def test_jpeg_draft_decodes_large_photos_at_reduced_scale_and_keys_them_apart(resnet, tmp_path):
+    from PIL import Image
+
+    from featclf.data.decode import decode_image
+
+    coarse = np.random.default_rng(4).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    photo = Image.fromarray(coarse).resize((1600, 1200), Image.Resampling.BICUBIC)
+    jpeg, png = tmp_path / "photo.jpg", tmp_path / "photo.png"
+    photo.save(jpeg, quality=90)
+    photo.save(png)
+    assert decode_image(jpeg).shape == (1200, 1600, 3)
+    assert decode_image(jpeg, draft=256).shape == (300, 400, 3)  # 1/4 scale: both sides >= 256
+    assert decode_image(png, draft=256).shape == (1200, 1600, 3)  # not a JPEG: full size
+
+    _, weights = resnet  # RESNET_PRE: 32x32 without a resize step, so the draft side is 64
+    full = DeepFeatureExtractor("resnet18", weights=weights, device="cpu").fit()
+    draft = clone(full).set_params(jpeg_draft=True).fit()
+    paths = [str(jpeg), str(png)]
+    a, b = full.transform(paths), draft.transform(paths)
+    assert not np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    cosine = float(a[0] @ b[0] / np.linalg.norm(a[0]) / np.linalg.norm(b[0]))
+    assert cosine > 0.99  # 200x150 decoded, then resized to 32x32: nearly the same image
+    assert draft.cache_config_(paths)["jpeg_draft"] == 64
+    assert "jpeg_draft" not in full.cache_config_(paths)
+    assert "jpeg_draft" not in draft.cache_config_(np.zeros((1, 32, 32, 3), np.uint8))
+    store = tmp_path / "store"
+    first = clone(draft).set_params(store=store).fit().extract(paths)
+    other = clone(full).set_params(store=store).fit().extract(paths)
+    assert (first.n_computed, other.n_computed, other.n_reused) == (2, 2, 0)
+    assert_close(other.features, a, tol=1e-5)
+    with pytest.raises(ValueError, match="jpeg_draft='yes' must be True or False"):
+        DeepFeatureExtractor("lenet5", jpeg_draft="yes").fit()
+
+
 def test_random_weights_are_the_same_in_every_fit(digits):
     a = DeepFeatureExtractor("lenet5").fit()
     b = DeepFeatureExtractor("lenet5").fit()

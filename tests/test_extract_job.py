@@ -236,6 +236,28 @@ def test_changed_setting_misses(tmp_path, job, change):
     assert len(store.configs()) == 2
 
 
+def test_jpeg_draft_and_auto_batch_options_of_the_cli(tmp_path, job, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    for p in job["paths"][:20]:
+        shutil.copy(p, images)
+    store = tmp_path / "store"
+    assert main(extract_args(job, store, images, "--jpeg-draft", "--batch-size", "auto")) == 0
+    assert summary_counts(capsys.readouterr().out)["computed"] == 20
+    (key,) = FeatureStore(store).configs()
+    assert FeatureStore(store).config(key)["jpeg_draft"] == 56  # twice lenet5's 28 px
+    # PNGs decode at full size either way: the same vectors, kept under their own key.
+    got = stored_vectors(store, job)
+    np.testing.assert_array_equal(np.stack([got[str(images / Path(p).name)]
+                                            for p in job["paths"][:20]]), job["vectors"][:20])
+    assert main(extract_args(job, store, images, "--batch-size", "7")) == 0
+    assert summary_counts(capsys.readouterr().out)["computed"] == 20
+    assert len(FeatureStore(store).configs()) == 2
+    with pytest.raises(SystemExit):
+        main(extract_args(job, store, images, "--batch-size", "big"))
+    assert "must be an integer or 'auto'" in capsys.readouterr().err
+
+
 def test_store_commands_info_export_and_prune_config(tmp_path, job, capsys):
     images = tmp_path / "images"
     images.mkdir()

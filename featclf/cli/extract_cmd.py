@@ -55,6 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true",
                    help="run the network through torch.compile: pays a one-off compilation "
                    "(seconds to a minute), then 1.1-1.2x faster on CPU; for long jobs")
+    p.add_argument("--jpeg-draft", action="store_true",
+                   help="decode JPEGs at 1/2-1/8 scale (still at least twice the model's "
+                   "resize): about 4x faster on camera photos, pixels differ slightly")
     p.add_argument("--on-error", default="raise", choices=("raise", "skip"),
                    help="an unreadable image stops the job (raise, the default) or is listed "
                    "in the error manifest and skipped (skip)")
@@ -140,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, weights=args.weights, layer=args.layer, pooling=args.pooling,
         device=args.device, precision=args.precision, batch_size=args.batch_size,
         num_workers=args.num_workers, store=store, on_error=args.on_error,
-        progress=not args.no_progress, compile=args.compile).fit()
+        progress=not args.no_progress, compile=args.compile,
+        jpeg_draft=args.jpeg_draft).fit()
     if args.engine == "ray":
         result = _extract_ray(extractor, store, files, args)
     else:

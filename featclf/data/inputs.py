@@ -151,17 +151,19 @@ class _DecodeDataset(Dataset):
     main process applies the ``on_error`` policy the same way with or without workers."""
 
     def __init__(self, paths: list[str], preprocess: Preprocess | None,
-                 max_pixels: int | None) -> None:
+                 max_pixels: int | None, draft: int | None = None) -> None:
         self.paths = paths
         self.preprocess = preprocess
         self.max_pixels = max_pixels
+        self.draft = draft
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int):
         try:
-            pixels = decode_image(self.paths[index], max_pixels=self.max_pixels)
+            pixels = decode_image(self.paths[index], max_pixels=self.max_pixels,
+                                  draft=self.draft)
             image = torch.from_numpy(pixels).permute(2, 0, 1)
             if self.preprocess is not None:
                 image = self.preprocess(image)
@@ -225,9 +227,12 @@ class FileSource(ImageSource):
         return errors
 
     def iter_batches(self, *, batch_size, preprocess, num_workers=0, on_error="raise",
-                     pin_memory=False, max_pixels=DEFAULT_MAX_PIXELS) -> Iterator[Batch]:
+                     pin_memory=False, max_pixels=DEFAULT_MAX_PIXELS,
+                     jpeg_draft: int | None = None) -> Iterator[Batch]:
+        """Decode (JPEGs at reduced scale down to ``jpeg_draft`` pixels, when given),
+        preprocess and batch the files, in ``num_workers`` DataLoader workers."""
         check_on_error(on_error)
-        loader = DataLoader(_DecodeDataset(self.paths, preprocess, max_pixels),
+        loader = DataLoader(_DecodeDataset(self.paths, preprocess, max_pixels, jpeg_draft),
                             batch_size=batch_size, shuffle=False, num_workers=num_workers,
                             collate_fn=_collate, pin_memory=pin_memory,
                             persistent_workers=False)
