@@ -83,6 +83,14 @@ def assert_matches_reference(store: Path, job, paths: list[str]) -> None:
                                   np.stack([expected[p] for p in paths]))
 
 
+def copy_images(folder: Path, job, n: int) -> Path:
+    """A new folder holding copies of the job's first ``n`` images."""
+    folder.mkdir()
+    for p in job["paths"][:n]:
+        shutil.copy(p, folder)
+    return folder
+
+
 def write_csv(path: Path, job, indices) -> Path:
     path.write_text("path,label\n" + "".join(f"{job['paths'][i]},{job['labels'][i]}\n"
                                              for i in indices))
@@ -140,10 +148,7 @@ def test_two_concurrent_writers_leave_every_vector_once(tmp_path, job):
 
 
 def test_second_run_computes_nothing_and_reports_all_reused(tmp_path, job, capsys):
-    images = tmp_path / "images"
-    images.mkdir()
-    for p in job["paths"][:150]:
-        shutil.copy(p, images)
+    images = copy_images(tmp_path / "images", job, 150)
     store = tmp_path / "store"
     assert main(extract_args(job, store, images, "--shard-rows", "50")) == 0
     assert summary_counts(capsys.readouterr().out) == {"computed": 150, "reused": 0,
@@ -166,10 +171,7 @@ def test_second_run_computes_nothing_and_reports_all_reused(tmp_path, job, capsy
 
 
 def test_unreadable_images_go_to_the_error_manifest_or_fail_the_job(tmp_path, job, capsys):
-    images = tmp_path / "images"
-    images.mkdir()
-    for p in job["paths"][:20]:
-        shutil.copy(p, images)
+    images = copy_images(tmp_path / "images", job, 20)
     (images / "3_truncated.png").write_bytes(Path(job["paths"][0]).read_bytes()[:60])
     store = tmp_path / "store"
     assert main(extract_args(job, store, images, "--on-error", "skip")) == 0
@@ -237,10 +239,7 @@ def test_changed_setting_misses(tmp_path, job, change):
 
 
 def test_jpeg_draft_and_auto_batch_options_of_the_cli(tmp_path, job, capsys):
-    images = tmp_path / "images"
-    images.mkdir()
-    for p in job["paths"][:20]:
-        shutil.copy(p, images)
+    images = copy_images(tmp_path / "images", job, 20)
     store = tmp_path / "store"
     assert main(extract_args(job, store, images, "--jpeg-draft", "--batch-size", "auto")) == 0
     assert summary_counts(capsys.readouterr().out)["computed"] == 20
@@ -259,10 +258,7 @@ def test_jpeg_draft_and_auto_batch_options_of_the_cli(tmp_path, job, capsys):
 
 
 def test_store_commands_info_export_and_prune_config(tmp_path, job, capsys):
-    images = tmp_path / "images"
-    images.mkdir()
-    for p in job["paths"][:30]:
-        shutil.copy(p, images)
+    images = copy_images(tmp_path / "images", job, 30)
     store = tmp_path / "store"
     assert main(extract_args(job, store, images)) == 0
     assert main(extract_args(job, store, images, "--layer", "c5")) == 0
