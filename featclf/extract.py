@@ -41,12 +41,12 @@ from featclf.devices import autocast, resolve_device, resolve_precision
 from featclf.fingerprint import module_fingerprint
 from featclf.models import feature_model, find_head, get_model, get_model_spec, read_checkpoint
 from featclf.models.head import POOLINGS
+from featclf.models.registry import default_preprocess
 from featclf.models.weights import (
     Checkpoint,
     WeightsError,
     load_state_dict_checked,
     looks_like_weight_file,
-    torchvision_preprocess,
 )
 
 __all__ = [
@@ -237,11 +237,10 @@ def _network_from_name(name: str, weights) -> _Network:
                                "alone to use it")
     module = _deterministic_build(name, weights)
     head = (meta or {}).get("head") or spec.head
-    # torchvision weights come with their own evaluation recipe (resnet50's default weights
-    # resize to 232, not 256); anything else uses the architecture's registered one.
-    own = torchvision_preprocess(name, weights) if spec.source == "torchvision" and \
-        meta is None else None
-    return _Network(module, name, _preprocess_from_metadata(meta, own or spec.preprocess), head)
+    # A featclf checkpoint's metadata names its preprocessing; otherwise torchvision weights
+    # bring their own recipe (resnet50's default weights resize to 232, not 256).
+    fallback = spec.preprocess if meta is not None else default_preprocess(name, weights)
+    return _Network(module, name, _preprocess_from_metadata(meta, fallback), head)
 
 
 def _network_from_checkpoint(path, weights) -> _Network:
@@ -776,6 +775,7 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
                                           on_error=self.on_error, pin_memory=on_gpu,
                                           jpeg_draft=self._jpeg_draft_side(preprocess))
         model = self._network_on_device()
+        batch_size = self._batch_size()
         width = self.n_features_out_ or 0
         pending = None  # on a GPU, batch k's copy back overlaps batch k+1's forward
         for batch in batches:
@@ -783,7 +783,7 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
                 vectors: torch.Tensor | np.ndarray = np.empty((0, width), np.float32)
                 ready = None
             else:
-                vectors = self._forward(model, batch.images, on_device)
+                vectors = self._forward(model, batch.images, on_device, batch_size)
                 width = vectors.shape[1]
                 ready = None
                 if on_gpu:
@@ -799,7 +799,7 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
             yield _finish(*pending)
 
     def _forward(self, model: nn.Module, images: torch.Tensor,
-                 preprocess: Callable | None) -> torch.Tensor:
+                 preprocess: Callable | None, batch_size: int) -> torch.Tensor:
         # Inference mode and autocast are entered per batch, never across a yield, so the
         # code consuming the generator does not run inside them.
         with torch.inference_mode():
@@ -808,11 +808,11 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
                 x = preprocess(x)
             if x.dtype != torch.float32:
                 x = x.float()
-            n, full = x.shape[0], self._batch_size()
-            if self.compile and n < full:
+            n = x.shape[0]
+            if self.compile and n < batch_size:
                 # Eval-mode networks treat images independently: zero padding changes no
                 # vector, and spares a recompilation for the short last batch.
-                x = torch.cat([x, x.new_zeros((full - n, *x.shape[1:]))])
+                x = torch.cat([x, x.new_zeros((batch_size - n, *x.shape[1:]))])
             with autocast(self.device_, self.precision_):
                 out = model(self._layout(x))
             return out[:n].float()
@@ -840,15 +840,16 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "feature_model_")
         source = as_image_source(X) if X is not None else None
+        preprocess = self._preprocess_for(source)
         config = {
             "format": FEATURE_FORMAT_VERSION,
             "model": self.model_fingerprint_,
             "layer": self.layer if self.layer is not None else "penultimate",
             "pooling": self.pooling,
-            "preprocess": describe_preprocess(self._preprocess_for(source)),
+            "preprocess": describe_preprocess(preprocess),
             "precision": self.precision_,
         }
-        draft = self._jpeg_draft_side(self._preprocess_for(source))
+        draft = self._jpeg_draft_side(preprocess)
         if draft is not None and (source is None or source.kind == "files"):
             config["jpeg_draft"] = draft  # files decoded at reduced scale: their own vectors
         return config

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.special
 import torch
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -56,10 +57,10 @@ from featclf.data.transforms import ImagePreprocess, seed_augmentation
 from featclf.devices import autocast, resolve_device, resolve_precision
 from featclf.models import find_head, get_model, get_model_spec, read_checkpoint, save_checkpoint
 from featclf.models.head import replace_head
+from featclf.models.registry import default_preprocess
 from featclf.models.weights import (
     WeightsError,
     load_state_dict_checked,
-    torchvision_preprocess,
 )
 
 #: Largest preprocessed training set (bytes of float32) kept in memory; larger ones are streamed.
@@ -464,10 +465,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         if self.preprocess != "auto":
             return self.preprocess
         if isinstance(self.model, str):
-            spec = get_model_spec(self.model)
-            own = torchvision_preprocess(self.model, self.weights) \
-                if spec.source == "torchvision" else None
-            return own or spec.preprocess
+            return default_preprocess(self.model, self.weights)
         first = next(source.subset([0]).iter_batches(batch_size=1, preprocess=None)).images
         channels, height, width = (int(s) for s in first.shape[1:])
         # A custom module gets pixels in [0, 1] at the training images' size; as an
@@ -770,10 +768,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         numpy.ndarray of shape (n, n_classes)
             float64, columns in the order of ``classes_``.
         """
-        logits = self._logits(X).astype(np.float64)
-        logits -= logits.max(axis=1, keepdims=True)
-        proba = np.exp(logits)
-        return proba / proba.sum(axis=1, keepdims=True)
+        return scipy.special.softmax(self._logits(X).astype(np.float64), axis=1)
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each image.

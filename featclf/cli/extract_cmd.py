@@ -121,8 +121,11 @@ def _extract_ray(extractor, store: FeatureStore, files, args: argparse.Namespace
     try:
         return extract_with_ray(files, extractor, store, address=args.address,
                                 actors=args.actors, gpus_per_actor=args.gpus_per_actor,
-                                batch_size=256 if args.batch_size == "auto" else args.batch_size,
                                 on_error=args.on_error,
+                                # "auto": extract_with_ray's own default (large calls: one
+                                # shard per call at least)
+                                **({} if args.batch_size == "auto"
+                                   else {"batch_size": args.batch_size}),
                                 progress=not args.no_progress)
     except ImageDecodeError as exc:
         reason = exc.reason.split(" (pass on_error=")[0]

@@ -24,6 +24,7 @@ from featclf.models.weights import (
     load_state_dict_checked,
     looks_like_weight_file,
     read_checkpoint,
+    torchvision_preprocess,
     torchvision_state_dict,
 )
 
@@ -186,6 +187,20 @@ def get_model_spec(name: str) -> ModelSpec:
     close = difflib.get_close_matches(name, sorted(set(_REGISTRY) | set(tv)), n=3)
     hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
     raise ValueError(f"unknown model {name!r}.{hint} See featclf.models.list_models()")
+
+
+def default_preprocess(name: str, weights=None) -> ImagePreprocess:
+    """The preprocessing of model ``name`` with ``weights``: the torchvision weights' own
+    evaluation recipe when they have one, else the one registered for the architecture.
+
+    Examples
+    --------
+    >>> default_preprocess("resnet50", "DEFAULT").resize, default_preprocess("resnet50").resize
+    (232, 256)
+    """
+    spec = get_model_spec(name)
+    own = torchvision_preprocess(name, weights) if spec.source == "torchvision" else None
+    return own or spec.preprocess
 
 
 def _head_classes(state: Mapping[str, torch.Tensor], head: str | None) -> int | None:
