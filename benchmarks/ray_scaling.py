@@ -20,15 +20,12 @@ from featclf.extract import DeepFeatureExtractor
 from featclf.models import get_model, save_checkpoint
 
 
-def main() -> None:
-    args = common.parse_args(__doc__.splitlines()[0])
+def _measure(work: Path, n: int, size: int) -> list[dict]:
+    """Time local extraction, then Ray with 1 and 2 actors, on ``n`` PNGs written to ``work``."""
     import ray
 
     from featclf.distributed import extract_with_ray
 
-    n = {"smoke": 48, "quick": 480, "full": 1500}[args.mode]
-    size = 32 if args.mode == "smoke" else 64
-    work = Path(tempfile.mkdtemp(prefix="featclf-ray-bench-"))
     X, y = load_mnist5k(return_X_y=True)
     (work / "images").mkdir()
     for i in range(n):
@@ -54,6 +51,15 @@ def main() -> None:
                          "seconds": job.seconds, "images_per_s": job.images_per_second})
     finally:
         ray.shutdown()
+    return rows
+
+
+def main() -> None:
+    args = common.parse_args(__doc__.splitlines()[0])
+    n = {"smoke": 48, "quick": 480, "full": 1500}[args.mode]
+    size = 32 if args.mode == "smoke" else 64
+    with tempfile.TemporaryDirectory(prefix="featclf-ray-bench-") as tmp:
+        rows = _measure(Path(tmp), n, size)
     one, two = rows[1]["images_per_s"], rows[2]["images_per_s"]
     common.print_table(f"Ray scaling, resnet18 {size}px, {n} PNG files", rows)
     common.write_json("ray_scaling", {
