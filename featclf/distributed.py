@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from featclf.data.files import ImageFiles
 from featclf.data.inputs import FileSource, InputError, as_image_source, check_on_error
 from featclf.devices import resolve_device, resolve_precision
 from featclf.extract import DeepFeatureExtractor
+from featclf.progress import progress_bar
 from featclf.store import FeatureStore
 
 __all__ = ["RayExtraction", "extract_with_ray", "ray_joblib_backend"]
@@ -212,8 +212,8 @@ def extract_with_ray(X, extractor: DeepFeatureExtractor, store: FeatureStore | s
                                    "store_dtype": store.dtype,
                                    "use_gpu": bool(gpus_per_actor),
                                    "threads": max(1, int(cpus_per_actor))})
-        with tqdm(total=len(paths), unit="img", desc="extract (ray)",
-                  disable=not progress) as bar:
+        with progress_bar(total=len(paths), unit="img", desc="extract (ray)",
+                          enabled=progress) as bar:
             for out in _batches(dataset):
                 for path, status, reason, pos in zip(out["path"], out["status"], out["reason"],
                                                      out["position"]):

@@ -27,7 +27,6 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils._set_output import _get_output_config
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
-from tqdm.auto import tqdm
 
 from featclf.data.inputs import (
     ImageSource,
@@ -48,6 +47,7 @@ from featclf.models.weights import (
     load_state_dict_checked,
     looks_like_weight_file,
 )
+from featclf.progress import progress_bar
 
 __all__ = [
     "FEATURE_FORMAT_VERSION",
@@ -886,8 +886,8 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         rows: np.ndarray | None = None
         done: list[np.ndarray] = []
         errors: list[InputError] = []
-        with tqdm(total=n, unit="img", desc=f"features {self.model_name_ or 'network'}",
-                  disable=not self.progress) as bar:
+        with progress_bar(total=n, unit="img", desc=f"features {self.model_name_ or 'network'}",
+                          enabled=self.progress) as bar:
             for indices, vectors, failed in self.iter_features(source):
                 if rows is None and len(indices):
                     rows = np.empty((n, vectors.shape[1]), dtype=np.float32)

@@ -112,6 +112,7 @@ import xxhash
 
 from featclf.data.inputs import ImageSource, InputError, check_on_error
 from featclf.fingerprint import digest_json
+from featclf.progress import progress_bar
 
 STORE_FORMAT = "featclf-store"
 STORE_VERSION = 1
@@ -1174,7 +1175,7 @@ class FeatureStore:
             if len(dims) > 1:
                 report.problems.append((f"configs/{key}", f"shards of different dims {dims}"))
             jobs.extend((directory, key, s) for s in index.shards)
-        bar = _progress_bar(progress, total=sum(s.nbytes for _, _, s in jobs), unit="B",
+        bar = progress_bar(enabled=progress, total=sum(s.nbytes for _, _, s in jobs), unit="B",
                             unit_scale=True, desc="verify")
         for directory, key, shard in jobs:
             problem = _check_shard(directory / f"{shard.name}.npy", shard)
@@ -1514,10 +1515,6 @@ def _check_shard(path: Path, shard: _Shard) -> str | None:
     return None
 
 
-def _progress_bar(enabled: bool, **kwargs):
-    from tqdm.auto import tqdm
-
-    return tqdm(disable=not enabled, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1614,7 +1611,7 @@ def extract_cached(store: FeatureStore, source: ImageSource, *, config: dict,
     if n_reused and source.kind == "files":
         _record_moves(store, config, source, digests, found, labels)
     missing = np.flatnonzero(~found)
-    bar = _progress_bar(progress, total=n, initial=n_reused, unit="img", desc="extract",
+    bar = progress_bar(enabled=progress, total=n, initial=n_reused, unit="img", desc="extract",
                         smoothing=0.1)
     parts_idx: list[np.ndarray] = []
     parts_vec: list[np.ndarray] = []

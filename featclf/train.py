@@ -40,7 +40,6 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
-from tqdm.auto import tqdm
 
 import featclf
 from featclf.data.files import ImageFiles
@@ -62,6 +61,7 @@ from featclf.models.weights import (
     WeightsError,
     load_state_dict_checked,
 )
+from featclf.progress import progress_bar
 
 #: Largest preprocessed training set (bytes of float32) kept in memory; larger ones are streamed.
 IN_MEMORY_LIMIT_BYTES = 2 * 1024**3
@@ -657,9 +657,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         for epoch in range(1, self.epochs + 1):
             started = time.perf_counter()
             self._set_train_mode(module, head)
-            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{self.epochs}",
-                       disable=not self.progress or not _interactive(), leave=True,
-                       unit="batch")
+            bar = progress_bar(total=steps_per_epoch, desc=f"epoch {epoch}/{self.epochs}",
+                               enabled=self.progress and _interactive(), leave=True,
+                               unit="batch")
             loss_sum, correct, seen, lr_used = 0.0, 0, 0, self.lr
             for xb, yb in self._batches(train, pipeline, device, generator=generator):
                 if pipeline.augment is not None:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 # Two cores: keep torch from oversubscribing when pytest runs alongside joblib workers.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -22,13 +20,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
-
-
-def write_image(path: Path, array: np.ndarray, fmt: str | None = None) -> Path:
-    """Save a uint8 (H, W) or (H, W, 3) array as an image file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path, format=fmt)
-    return path
 
 
 @pytest.fixture

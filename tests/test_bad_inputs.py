@@ -12,9 +12,9 @@ import struct
 import numpy as np
 import pytest
 import torch
-from conftest import write_image
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from imagefile_helpers import write_image
 from PIL import Image
 
 from featclf.data import ImagePreprocess, as_image_source, decode_image

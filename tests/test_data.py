@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import write_image
+from imagefile_helpers import write_image
 
 from featclf.data import (
     ImagePreprocess,

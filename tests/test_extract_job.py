@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import write_image
+from imagefile_helpers import write_image
 
 from featclf.cli import main
 from featclf.data import image_files, load_mnist5k

@@ -138,3 +138,29 @@ def test_notebook_runs_top_to_bottom_with_quick_settings(name, this_python_kerne
     assert nb.cells[-1].outputs[0]["text"].strip() == sys.executable
     assert not [out for c in _code_cells(nb) for out in c.outputs if out.output_type == "error"]
     assert _figures(nb)
+
+
+def _text_outputs(cell: nbformat.NotebookNode) -> str:
+    return "".join(out.get("text", "") for out in cell.outputs)
+
+
+@pytest.mark.slow
+def test_importing_featclf_in_a_kernel_without_ipywidgets_prints_nothing(this_python_kernel,
+                                                                         tmp_path, monkeypatch):
+    pytest.importorskip("ipykernel")
+    if importlib.util.find_spec("ipywidgets") is not None:
+        pytest.skip("ipywidgets is installed: tqdm's notebook bar has what it needs")
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("import featclf\nfrom featclf import DeepFeatureExtractor"),
+        nbformat.v4.new_code_cell("from featclf.progress import progress_bar\n"
+                                  "with progress_bar(total=2, desc='work') as bar:\n"
+                                  "    bar.update(2)"),
+        # The control: what featclf avoids, shown by the same kernel.
+        nbformat.v4.new_code_cell("import tqdm.auto"),
+    ])
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    builder.execute(nb, cwd=tmp_path, timeout=120)
+    imported, bar, control = nb.cells
+    assert imported.outputs == []
+    assert "work: 100%" in _text_outputs(bar) and "IProgress" not in _text_outputs(bar)
+    assert "IProgress not found" in _text_outputs(control)

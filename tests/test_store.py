@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import write_image
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from imagefile_helpers import write_image
 
 from featclf.data import image_files
 from featclf.data.inputs import as_image_source

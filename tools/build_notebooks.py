@@ -48,14 +48,8 @@ def code(source: str, *, tags: tuple[str, ...] = ()) -> nbformat.NotebookNode:
     return cell
 
 
-# Shared by every notebook, right after the parameters: quiet imports, small PNG figures.
+# Shared by every notebook, right after the parameters: small PNG figures, short tables.
 SETUP = """
-import warnings
-
-# featclf shows tqdm progress bars only on request; tqdm.auto merely warns on import that
-# ipywidgets is missing. Nothing here needs widgets.
-warnings.filterwarnings("ignore", message="IProgress not found")
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
