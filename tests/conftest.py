@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -10,6 +12,22 @@ import torch
 
 # Two cores: keep torch from oversubscribing when pytest runs alongside joblib workers.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+# The zoo's weight round trips write up to ~1 GB of checkpoints at once (pytest removes the
+# folders of passed tests); a nearly full disk otherwise shows up as torch.save errors.
+PEAK_TEMP_BYTES = 1_500_000_000
+
+
+def pytest_report_header(config):
+    folder = tempfile.gettempdir()
+    free = shutil.disk_usage(folder).free
+    line = (f"temporary files: {folder}, {free / 1e9:.1f} GB free "
+            f"(the suite needs about {PEAK_TEMP_BYTES / 1e9:.1f} GB at its peak)")
+    if free < PEAK_TEMP_BYTES:
+        line += ("; LOW: tests that save checkpoints may fail with 'No space left on device' "
+                 "(set TMPDIR to a roomier folder)")
+    return line
 
 
 def pytest_collection_modifyitems(config, items):
