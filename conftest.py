@@ -14,4 +14,3 @@ from _pytest.doctest import DoctestItem
 def _doctest_temp_folders(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
     if isinstance(request.node, DoctestItem):
         monkeypatch.setattr(tempfile, "tempdir", str(request.getfixturevalue("tmp_path")))
-    yield

@@ -145,6 +145,52 @@ def time_call(fn: Callable[[], Any], *, warmup: int = 1, repeats: int = 5) -> Ti
     return Timing(times)
 
 
+def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, *, warmup_rounds: int = 0,
+                sync: Callable[[], Any] | None = None) -> dict[str, Timing]:
+    """Time every function once per round, in an order that rotates from round to round.
+
+    Load from other processes (or a disk that absorbs the first writes of a burst faster than
+    the later ones) then slows every contender alike, and ratios of the same round's times
+    hold up on a shared machine.
+
+    Parameters
+    ----------
+    fns : dict of str to callable
+        The contenders, each called with no arguments.
+    repeats : int
+        Timed rounds.
+    warmup_rounds : int, default=0
+        Untimed rounds first.
+    sync : callable, optional
+        Called before and after each timed call (a CUDA synchronise for asynchronous work).
+
+    Returns
+    -------
+    dict of str to Timing
+        One :class:`Timing` per contender, its times in round order.
+
+    Examples
+    --------
+    >>> t = interleaved({"a": lambda: None, "b": lambda: None}, 3, warmup_rounds=1)
+    >>> sorted(t), len(t["a"].times)
+    (['a', 'b'], 3)
+    """
+    names = list(fns)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(warmup_rounds + repeats):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            if sync is not None:
+                sync()
+            start = time.perf_counter()
+            fns[name]()
+            if sync is not None:
+                sync()
+            if round_ >= warmup_rounds:
+                times[name].append(time.perf_counter() - start)
+    return {name: Timing(t) for name, t in times.items()}
+
+
 #: run_all.py tells each script its time budget through this variable (seconds).
 TIME_BUDGET_ENV = "FEATCLF_BENCH_TIME_BUDGET_S"
 

@@ -46,9 +46,8 @@ from pathlib import Path
 import common
 import numpy as np
 import torch
-from decode_throughput import write_jpegs
+from decode_throughput import pillow_decode, write_jpegs
 
-from featclf.data.decode import decode_image
 from featclf.extract import DeepFeatureExtractor
 from featclf.models import get_model, get_model_spec
 from featclf.models.head import without_head
@@ -77,25 +76,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn: Callable[[], object], device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
-
-
 def rounds(runs: dict[str, Callable[[], object]], repeats: int,
            device: torch.device) -> dict[str, list[float]]:
-    """Time every contender once per round, in an order that rotates from round to round, so
-    that load from other processes hits them alike."""
-    order = list(runs)
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for r in range(repeats):
-        shift = r % len(order)
-        for kind in order[shift:] + order[:shift]:
-            times[kind].append(_timed(runs[kind], device))
-    return times
+    """Per-round seconds of every contender (:func:`common.interleaved`: rotating order, so
+    that load from other processes hits them alike; a GPU is synchronised around each call)."""
+    timings = common.interleaved(runs, repeats, sync=lambda: _sync(device))
+    return {kind: t.times for kind, t in timings.items()}
 
 
 def ratio_to(times: dict[str, list[float]], ref: str, kind: str) -> float:
@@ -212,8 +198,7 @@ def loader_rate_one_core(paths: list[str], ext: DeepFeatureExtractor, repeats: i
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        timing = common.time_call(lambda: [geometry(torch.from_numpy(decode_image(p))
-                                                    .permute(2, 0, 1)) for p in paths],
+        timing = common.time_call(lambda: [geometry(pillow_decode(p)) for p in paths],
                                   warmup=1, repeats=repeats)
     finally:
         torch.set_num_threads(threads)
@@ -226,7 +211,7 @@ def bench_jpeg(name: str, device: torch.device, paths: list[str], *, batch_size:
     torch.manual_seed(0)
     ext = DeepFeatureExtractor(name, device=device, batch_size=batch_size).fit()
     pre = ext.preprocess_
-    ready = torch.stack([pre(torch.from_numpy(decode_image(p)).permute(2, 0, 1)) for p in paths])
+    ready = torch.stack([pre(pillow_decode(p)) for p in paths])
     bare = Bare(name, ext)
     bare_batches = bare.batches(ready, batch_size)
     decode_1core = loader_rate_one_core(paths, ext, repeats=max(2, repeats))

@@ -65,20 +65,16 @@ def _fsync_save(path: Path, matrix: np.ndarray) -> None:
         os.fsync(fh.fileno())
 
 
+def _as_in_a_new_process() -> None:
+    """Forget which shards were checked and which indexes were parsed, as a new process."""
+    store_module._CHECKED.clear()
+    store_module._INDEXES.clear()
+
+
 def interleaved(fns: dict, repeats: int) -> dict[str, common.Timing]:
-    """Time each function once per round, round after round (after one warm-up round), so
-    that a busy machine slows every contender alike. The order rotates from round to round:
-    this VM's disk absorbs the first writes of a burst faster than the later ones."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    names = list(fns)
-    for round_ in range(repeats + 1):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            fns[name]()
-            if round_:
-                times[name].append(time.perf_counter() - start)
-    return {name: common.Timing(t) for name, t in times.items()}
+    """:func:`common.interleaved` after one warm-up round (the rotating order matters here:
+    this VM's disk absorbs the first writes of a burst faster than the later ones)."""
+    return common.interleaved(fns, repeats, warmup_rounds=1)
 
 
 def measure_io(root: Path, n: int, dim: int, shard_rows: int, repeats: int) -> dict:
@@ -108,8 +104,7 @@ def measure_io(root: Path, n: int, dim: int, shard_rows: int, repeats: int) -> d
         raise RuntimeError(f"{store_root} was not written")
 
     def first_read() -> np.ndarray:
-        store_module._CHECKED.clear()  # what a new process starts with
-        store_module._INDEXES.clear()
+        _as_in_a_new_process()
         return FeatureStore(store_root).get(CONFIG, digests)[1]
 
     def reopened() -> np.ndarray:
@@ -157,8 +152,7 @@ def measure_small_reads(root: Path, n: int, repeats: int) -> dict:
     FeatureStore(root / "small", shard_rows=4096).put(CONFIG, digests, matrix)
 
     def first_read() -> np.ndarray:
-        store_module._CHECKED.clear()
-        store_module._INDEXES.clear()
+        _as_in_a_new_process()
         return FeatureStore(root / "small").get(CONFIG, digests)[1]
 
     t = interleaved({"np_load": lambda: np.load(raw), "first": first_read,
@@ -196,8 +190,7 @@ def measure_recompute(root: Path, model: str, n: int, repeats: int) -> dict:
     cached = DeepFeatureExtractor(**params, store=str(store_dir)).fit()
 
     def hit_new_process() -> np.ndarray:
-        store_module._CHECKED.clear()
-        store_module._INDEXES.clear()
+        _as_in_a_new_process()
         return cached.transform(X)
 
     hit = common.time_call(hit_new_process, warmup=1, repeats=repeats)

@@ -574,8 +574,6 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
                 # Fitted on a GPU machine, loaded on one without: "auto" means the CPU here.
                 self.device_ = torch.device("cpu")
                 self.precision_ = resolve_precision(self.precision, self.device_)
-                self.batch_size_ = resolve_batch_size(self.batch_size, self.device_,
-                                                      self.preprocess_)
 
     # ------------------------------------------------------------------ fit
     def _check_params(self) -> None:
@@ -646,7 +644,6 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         self.device_ = device
         self.precision_ = precision
         self.channels_last_ = channels_last
-        self.batch_size_ = resolve_batch_size(self.batch_size, device, preprocess)
         self.n_features_out_ = self._probe_feature_dim(network, source)
         shape = getattr(X, "shape", None)
         if shape is not None and len(shape) == 2:
@@ -689,8 +686,10 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
             return None
         return 2 * (preprocess.resize or max(preprocess.output_size))
 
-    def _batch_size(self) -> int:
-        # Read at every call, so set_params(batch_size=...) on a fitted extractor takes effect.
+    @property
+    def batch_size_(self) -> int:
+        # Derived at every read, so set_params(batch_size=...) on a fitted extractor and a
+        # device_ changed by unpickling take effect without refitting.
         return resolve_batch_size(self.batch_size, self.device_, self.preprocess_)
 
     def _layout(self, images: torch.Tensor) -> torch.Tensor:
@@ -757,11 +756,12 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         preprocess = self._preprocess_for(source)
         device = self.device_
         on_gpu = device.type == "cuda"
+        batch_size = self.batch_size_
         if source.kind == "array":
             # Arrays are batched as they are and preprocessed where the network runs: on a GPU
             # the uint8 batch crosses the bus (4x fewer bytes than float) and is resized there.
             on_host = source.images.device.type == "cpu"  # a CUDA tensor input stays put
-            batches = source.iter_batches(batch_size=self._batch_size(), preprocess=None,
+            batches = source.iter_batches(batch_size=batch_size, preprocess=None,
                                           pin_memory=on_gpu and on_host)
             on_device = preprocess
         else:
@@ -770,12 +770,11 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
                 # Workers decode, resize and crop in uint8; scaling and normalising happen where
                 # the network runs, so batches cross processes and the bus at a quarter the size.
                 load, on_device = preprocess.geometry, preprocess.finish
-            batches = source.iter_batches(batch_size=self._batch_size(), preprocess=load,
+            batches = source.iter_batches(batch_size=batch_size, preprocess=load,
                                           num_workers=int(self.num_workers),
                                           on_error=self.on_error, pin_memory=on_gpu,
                                           jpeg_draft=self._jpeg_draft_side(preprocess))
         model = self._network_on_device()
-        batch_size = self._batch_size()
         width = self.n_features_out_ or 0
         pending = None  # on a GPU, batch k's copy back overlaps batch k+1's forward
         for batch in batches:

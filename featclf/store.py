@@ -178,16 +178,14 @@ def _atomic_write(path: Path, parts: Sequence[bytes | memoryview], tmp_tag: str)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        # Name the file and say that nothing already stored is lost (ENOSPC, EROFS, EACCES...).
-        raise OSError(exc.errno, f"cannot write {path.name} in {path.parent}: "
-                      f"{exc.strerror or exc}. Every vector written before is kept; free space "
-                      "or fix permissions and run again to compute the rest") from exc
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        if isinstance(exc, OSError):
+            # Name the file and say that nothing stored is lost (ENOSPC, EROFS, EACCES...).
+            raise OSError(exc.errno, f"cannot write {path.name} in {path.parent}: "
+                          f"{exc.strerror or exc}. Every vector written before is kept; free "
+                          "space or fix permissions and run again to compute the rest") from exc
         raise
 
 
@@ -277,14 +275,9 @@ def _index_checksum_ok(raw: bytes | None, own: str) -> bool:
     return False
 
 
-def _npy_header(vectors: np.ndarray) -> bytes:
-    """The ``.npy`` header ``np.save`` would write for ``vectors`` (C-order, 2-D)."""
-    return _expected_header(vectors.shape[0], vectors.shape[1], vectors.dtype.name)
-
-
 @functools.lru_cache(maxsize=256)
 def _expected_header(rows: int, dim: int, dtype: str) -> bytes:
-    """The exact header bytes of a shard, so that reads compare bytes instead of parsing."""
+    """The ``.npy`` header ``np.save`` writes for a C-ordered shard: reads compare its bytes."""
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(
         np.dtype(dtype)), "fortran_order": False, "shape": (rows, dim)})
@@ -367,10 +360,11 @@ def _digest_keys(digests: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray 
     try:
         # Joined with spaces, which bytes.fromhex skips: a space every 33rd character proves
         # every digest is 32 characters long, without a Python-level pass over them.
-        joined = " ".join(digests).encode("ascii")  # TypeError for None, ValueError non-ASCII
+        text = " ".join(digests)  # TypeError when some digest is None (or not a str)
+        joined = text.encode("ascii")  # ValueError when not ASCII
         if n and len(joined) == 33 * n - 1 and \
                 bool((np.frombuffer(joined, np.uint8)[32::33] == 32).all()):
-            raw = bytes.fromhex(joined.decode("ascii"))
+            raw = bytes.fromhex(text)
             if len(raw) == 16 * n:  # a space inside a digest would shorten it
                 return np.frombuffer(raw, "<u8").reshape(n, 2), None
     except (TypeError, ValueError):
@@ -538,7 +532,7 @@ class _ConfigIndex:
 def _write_shard(directory: Path, stem: str, digests: list[str], vectors: np.ndarray,
                  paths: list, labels: list | None, writer_id: str) -> None:
     """Write one shard (C-ordered ``vectors`` in the store's dtype), then its index."""
-    header = _npy_header(vectors)
+    header = _expected_header(*vectors.shape, vectors.dtype.name)
     data = memoryview(vectors).cast("B")
     h = xxhash.xxh3_128()
     h.update(header)
@@ -813,14 +807,13 @@ class FeatureStore:
         self.dtype = stored
 
     def _create(self, dtype: str) -> None:
-        if self.root.exists():
-            if not self.root.is_dir():
-                raise StoreError(f"store={str(self.root)!r} is a file; pass a directory")
-            # A store another process is creating right now holds only its temporary file.
-            if any(p.name not in _STORE_ENTRIES and not p.name.startswith(".tmp-")
-                   for p in self.root.iterdir()):
-                raise StoreError(f"store={str(self.root)!r} is a non-empty directory that is not "
-                                 "a feature store; pass a new or empty directory")
+        # (__init__ refused a root that is not a directory.) A store another process is
+        # creating right now holds only its temporary file.
+        if self.root.exists() and any(p.name not in _STORE_ENTRIES
+                                      and not p.name.startswith(".tmp-")
+                                      for p in self.root.iterdir()):
+            raise StoreError(f"store={str(self.root)!r} is a non-empty directory that is not "
+                             "a feature store; pass a new or empty directory")
         self.root.mkdir(parents=True, exist_ok=True)
         meta = {"format": STORE_FORMAT, "version": STORE_VERSION, "dtype": dtype}
         # Two processes creating the same store write the same bytes: the rename is harmless.
@@ -834,9 +827,6 @@ class FeatureStore:
     def __getstate__(self) -> dict:  # pickles (clone, joblib, Ray) carry settings, not caches
         return {"root": self.root, "dtype": self.dtype, "shard_rows": self.shard_rows,
                 "flush_seconds": self.flush_seconds}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
 
     # -- keys and namespaces ------------------------------------------------------------------
 
@@ -1176,7 +1166,7 @@ class FeatureStore:
                 report.problems.append((f"configs/{key}", f"shards of different dims {dims}"))
             jobs.extend((directory, key, s) for s in index.shards)
         bar = progress_bar(enabled=progress, total=sum(s.nbytes for _, _, s in jobs), unit="B",
-                            unit_scale=True, desc="verify")
+                           unit_scale=True, desc="verify")
         for directory, key, shard in jobs:
             problem = _check_shard(directory / f"{shard.name}.npy", shard)
             report.shards += 1
@@ -1450,8 +1440,11 @@ class _ShardMerger:
                          np.ascontiguousarray(vectors[start:stop]), self.paths[start:stop],
                          self.labels[start:stop] if self.has_labels else None, self.writer_id)
             self.report.rewritten.append(f"configs/{self.directory.name}/{stem}.npy")
-        # Old shards whose kept rows are all written go now (index first), the rest wait.
+        # Old shards whose kept rows are all written go now (index first), the rest wait; the
+        # new names are made durable first, so a power loss cannot keep a removal but lose them.
         done = [shard for shard, last in self.sources if last <= end]
+        if done and end:
+            _fsync_dir(self.directory)
         for shard in done:
             self.report.bytes_freed += _remove_shard(self.directory, shard.name)
         self.sources = [(shard, last - end) for shard, last in self.sources if last > end]
@@ -1463,8 +1456,9 @@ class _ShardMerger:
 def _forget_indexes(root: Path) -> None:
     """Drop this process's cached indexes of a store (after prune rewrote it)."""
     prefix = os.path.join(os.path.abspath(root), "configs", "")
-    for directory in [d for d in _INDEXES if d.startswith(prefix)]:
-        del _INDEXES[directory]
+    with _INDEXES_LOCK:  # other threads may be adding indexes meanwhile
+        for directory in [d for d in _INDEXES if d.startswith(prefix)]:
+            del _INDEXES[directory]
 
 
 def _all_int(values: list) -> bool:
@@ -1513,8 +1507,6 @@ def _check_shard(path: Path, shard: _Shard) -> str | None:
     if header != expected:
         return "its .npy header does not match its index"
     return None
-
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -1612,7 +1604,7 @@ def extract_cached(store: FeatureStore, source: ImageSource, *, config: dict,
         _record_moves(store, config, source, digests, found, labels)
     missing = np.flatnonzero(~found)
     bar = progress_bar(enabled=progress, total=n, initial=n_reused, unit="img", desc="extract",
-                        smoothing=0.1)
+                       smoothing=0.1)
     parts_idx: list[np.ndarray] = []
     parts_vec: list[np.ndarray] = []
     errors: list[InputError] = []

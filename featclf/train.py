@@ -500,7 +500,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         y = check_labels(y, len(source))
         skipped: list[InputError] = []
         if self.on_error == "skip" and isinstance(source, FileSource):
-            skipped = source.unreadable()
+            skipped = source.unreadable(num_workers=self.num_workers)
             if len(skipped) == len(source):
                 raise ValueError(f"none of the {len(source)} training images could be read; "
                                  f"the first: {skipped[0].source!r}: {skipped[0].reason}")

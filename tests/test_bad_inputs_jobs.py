@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from imagefile_helpers import write_image
 from PIL import Image
 
 from featclf import DeepFeatureExtractor, FeatureStore, SoftmaxClassifier
@@ -28,13 +29,8 @@ pytestmark = pytest.mark.bad_input
 
 def _good_images(folder: Path, n: int) -> list[Path]:
     X, y = load_mnist5k(return_X_y=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        k = (i * 37) % len(X)
-        paths.append(folder / f"{y[k]}.{i:04d}.png")
-        Image.fromarray(X[k]).save(paths[-1])
-    return paths
+    picks = [(i, (i * 37) % len(X)) for i in range(n)]
+    return [write_image(folder / f"{y[k]}.{i:04d}.png", X[k]) for i, k in picks]
 
 
 def _bad_images(folder: Path) -> list[Path]:

@@ -63,9 +63,10 @@ def test_readme_links_every_notebook():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_saved_notebook_has_the_generators_cells(name):
-    saved, built = _saved(name), builder.build_notebook(name)
-    shape = [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in built.cells]
-    assert [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in saved.cells] == shape, (
+    def shape(nb):
+        return [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in nb.cells]
+
+    assert shape(_saved(name)) == shape(builder.build_notebook(name)), (
         f"notebooks/{name}.ipynb differs from tools/build_notebooks.py: rebuild it with "
         f"`python tools/build_notebooks.py {name}`")
 

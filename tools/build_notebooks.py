@@ -24,6 +24,7 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import nbformat
 from nbclient import NotebookClient
@@ -1236,27 +1237,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick and args.out.resolve() == NOTEBOOK_DIR.resolve():
         parser.error("--quick needs --out DIR: notebooks/ keeps the outputs of full runs")
     args.out.mkdir(parents=True, exist_ok=True)
-    saved_tmpdir = os.environ.get("TMPDIR")
     # The notebooks write their files (images, stores, checkpoints) to temporary folders: keep
     # them in one folder that is removed afterwards. The kernel inherits TMPDIR.
-    with tempfile.TemporaryDirectory(prefix="featclf-notebooks-") as tmp:
-        os.environ["TMPDIR"] = tmp
-        try:
-            for name in args.names or NOTEBOOKS:
-                nb = build_notebook(name)
-                if args.quick:
-                    nb = set_quick(nb)
-                started = time.perf_counter()
-                execute(nb)
-                path = args.out / f"{name}.ipynb"
-                nbformat.write(nb, path)
-                print(f"{path}: ran in {time.perf_counter() - started:.0f} s, "
-                      f"{path.stat().st_size / 1e3:.0f} kB", flush=True)
-        finally:
-            if saved_tmpdir is None:
-                os.environ.pop("TMPDIR", None)
-            else:
-                os.environ["TMPDIR"] = saved_tmpdir
+    with (tempfile.TemporaryDirectory(prefix="featclf-notebooks-") as tmp,
+          mock.patch.dict(os.environ, {"TMPDIR": tmp})):
+        for name in args.names or NOTEBOOKS:
+            nb = build_notebook(name)
+            if args.quick:
+                nb = set_quick(nb)
+            started = time.perf_counter()
+            execute(nb)
+            path = args.out / f"{name}.ipynb"
+            nbformat.write(nb, path)
+            print(f"{path}: ran in {time.perf_counter() - started:.0f} s, "
+                  f"{path.stat().st_size / 1e3:.0f} kB", flush=True)
     return 0
 
 

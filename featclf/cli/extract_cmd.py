@@ -90,20 +90,6 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--shard-rows must be >= 1, got {args.shard_rows}")
 
 
-def _extract_local(extractor, store: FeatureStore, files, args: argparse.Namespace):
-    """Extract in this process, streaming vectors into the store (the ``local`` engine)."""
-    source = as_image_source(files)
-    try:
-        return extract_cached(store, source, config=extractor.cache_config_(source),
-                              compute=extractor.iter_features, on_error=args.on_error,
-                              progress=not args.no_progress, labels=files.labels)
-    except ImageDecodeError as exc:
-        reason = exc.reason.split(" (pass on_error=")[0]
-        raise ValueError(f"cannot read image {exc.path!r}: {reason}. The vectors computed so far "
-                         "are in the store; pass --on-error skip to list unreadable images in "
-                         "an error manifest and go on") from None
-
-
 def _batch_size(text: str) -> int | str:
     """``--batch-size``: "auto" or an integer."""
     if text == "auto":
@@ -118,20 +104,13 @@ def _extract_ray(extractor, store: FeatureStore, files, args: argparse.Namespace
     """Extract on a Ray actor pool into the same store (the ``ray`` engine)."""
     from featclf.distributed import extract_with_ray
 
-    try:
-        return extract_with_ray(files, extractor, store, address=args.address,
-                                actors=args.actors, gpus_per_actor=args.gpus_per_actor,
-                                on_error=args.on_error,
-                                # "auto": extract_with_ray's own default (large calls: one
-                                # shard per call at least)
-                                **({} if args.batch_size == "auto"
-                                   else {"batch_size": args.batch_size}),
-                                progress=not args.no_progress)
-    except ImageDecodeError as exc:
-        reason = exc.reason.split(" (pass on_error=")[0]
-        raise ValueError(f"cannot read image {exc.path!r}: {reason}. The vectors computed so far "
-                         "are in the store; pass --on-error skip to list unreadable images in "
-                         "an error manifest and go on") from None
+    return extract_with_ray(files, extractor, store, address=args.address, actors=args.actors,
+                            gpus_per_actor=args.gpus_per_actor, on_error=args.on_error,
+                            # "auto": extract_with_ray's own default (large calls: one shard
+                            # per call at least)
+                            **({} if args.batch_size == "auto"
+                               else {"batch_size": args.batch_size}),
+                            progress=not args.no_progress)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -148,10 +127,20 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.num_workers, store=store, on_error=args.on_error,
         progress=not args.no_progress, compile=args.compile,
         jpeg_draft=args.jpeg_draft).fit()
-    if args.engine == "ray":
-        result = _extract_ray(extractor, store, files, args)
-    else:
-        result = _extract_local(extractor, store, files, args)
+    source = as_image_source(files)
+    config = extractor.cache_config_(source)
+    try:
+        if args.engine == "ray":
+            result = _extract_ray(extractor, store, files, args)
+        else:  # local: stream the vectors into the store from this process
+            result = extract_cached(store, source, config=config,
+                                    compute=extractor.iter_features, on_error=args.on_error,
+                                    progress=not args.no_progress, labels=files.labels)
+    except ImageDecodeError as exc:
+        reason = exc.reason.split(" (pass on_error=")[0]
+        raise ValueError(f"cannot read image {exc.path!r}: {reason}. The vectors computed so far "
+                         "are in the store; pass --on-error skip to list unreadable images in "
+                         "an error manifest and go on") from None
     seconds = time.perf_counter() - started
     manifest = None
     if args.on_error == "skip":
@@ -159,10 +148,9 @@ def run(args: argparse.Namespace) -> int:
                                         result.errors)
     layer = args.layer or "penultimate layer"
     n = len(files)
-    config = store.config_key(extractor.cache_config_(files))
     print(f"featclf extract: {n} images, {extractor.model_name_ or args.model} {layer} "
           f"({args.pooling} pooling, {extractor.precision_} on {extractor.device_}) -> "
-          f"{store.root} [config {config[:12]}]")
+          f"{store.root} [config {store.config_key(config)[:12]}]")
     print(f"  computed  {result.n_computed:>8}")
     print(f"  reused    {result.n_reused:>8}")
     skipped = f"  skipped   {len(result.errors):>8}"

@@ -101,8 +101,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="auto: bf16 autocast on CUDA, fp32 on the CPU")
     p.add_argument("--on-error", default="raise", choices=("raise", "skip"),
-                   help="unreadable training images: stop (raise, default) or leave them out "
-                   "and list them (skip)")
+                   help="unreadable training images: stop (raise) or leave them out and "
+                   "list them (skip)")
     p.add_argument("--num-workers", type=int, default=0,
                    help="decoding processes when image files are streamed")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")

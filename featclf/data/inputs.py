@@ -174,6 +174,11 @@ class _DecodeDataset(Dataset):
             return index, None, f"preprocessing failed: {exc}"
 
 
+def _discard_pixels(image: torch.Tensor) -> torch.Tensor:
+    # Module-level so that DataLoader workers can pickle it.
+    return image.new_empty(0)
+
+
 def _collate(items):
     good = [(i, img) for i, img, err in items if err is None]
     errors = [(i, err) for i, _, err in items if err is not None]
@@ -215,16 +220,14 @@ class FileSource(ImageSource):
     def subset(self, indices) -> FileSource:
         return FileSource([self.paths[int(i)] for i in indices])
 
-    def unreadable(self, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[InputError]:
+    def unreadable(self, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                   num_workers: int = 0) -> list[InputError]:
         """Decode every file once and list those that fail (for policies that must know
         before the work starts, such as training on the readable files only)."""
-        errors = []
-        for i, path in enumerate(self.paths):
-            try:
-                decode_image(path, max_pixels=max_pixels)
-            except ImageDecodeError as exc:
-                errors.append(InputError(i, path, exc.reason))
-        return errors
+        batches = self.iter_batches(batch_size=64, preprocess=_discard_pixels,
+                                    num_workers=num_workers, on_error="skip",
+                                    max_pixels=max_pixels)
+        return [error for batch in batches for error in batch.errors]
 
     def iter_batches(self, *, batch_size, preprocess, num_workers=0, on_error="raise",
                      pin_memory=False, max_pixels=DEFAULT_MAX_PIXELS,
