@@ -22,7 +22,7 @@ demo: $(STAMP)
 
 ## make test: the whole test suite (slow tests included), doctests, notebooks and ruff
 test: $(STAMP)
-	$(BIN)/ruff check featclf tests benchmarks tools conftest.py
+	$(BIN)/ruff check featclf tests benchmarks tools notebooks/src conftest.py
 	$(BIN)/python -m pytest -p no:cacheprovider
 
 ## make bench: the benchmark suite (not part of make test); JSON under artifacts/benchmarks/
@@ -35,7 +35,7 @@ bench-gpu: $(STAMP)
 	$(BIN)/python benchmarks/extract_throughput.py --devices cuda --out-dir artifacts/benchmarks/gpu
 
 lint: $(STAMP)
-	$(BIN)/ruff check featclf tests benchmarks tools conftest.py
+	$(BIN)/ruff check featclf tests benchmarks tools notebooks/src conftest.py
 
 clean-venv:
 	rm -rf $(VENV)

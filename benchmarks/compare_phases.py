@@ -2,11 +2,11 @@
 
 Runs :func:`featclf.compare.compare` once, the way ``featclf compare`` does (``n_jobs=1``,
 default classifiers and C grids), then :func:`featclf.report.write_report`, and splits the wall
-time into phases from ``results.attrs["timings"]``:
+time into phases from the :class:`~featclf.comparison.Comparison`'s ``timings`` table:
 
-* ``training``: the softmax networks (``<model>|softmax|fit``, ``|softmax_finetune|fit``);
-* ``extraction``: the headless forward over every image (``<model>|<layer>|extract``);
-* ``classifier:<name>``: each classifier's C search + per-C refits + scoring;
+* ``training``: the softmax networks (rows of phase ``training``);
+* ``extraction``: the headless forward over every image, every layer at once (``extraction``);
+* ``classifier:<name>``: each classifier's C search + per-C refits + scoring (``classifier``);
 * ``other``: what ``compare`` spent outside those (loading, splitting, paired statistics);
 * ``report``: ``write_report`` (Markdown, HTML, CSV, PNGs).
 
@@ -52,24 +52,20 @@ def load_subset(name: str, per_class: int | None):
     return X[idx], y[idx]
 
 
-def phase_of(key: str) -> str:
-    """The phase of one ``attrs["timings"]`` key (``model|what|stage`` or ``total``)."""
-    parts = key.split("|")
-    if parts[-1] == "fit":
-        return "training"
-    if parts[-1] == "extract":
-        return "extraction"
-    return f"classifier:{parts[-1]}"
+def phase_of(row) -> str:
+    """The phase of one row of ``Comparison.timings``."""
+    return f"classifier:{row.classifier}" if row.phase == "classifier" else row.phase
 
 
-def phases_from(results, compare_wall_s: float) -> dict[str, float]:
-    """Seconds per phase from the result's timings (or its columns when timings are missing)."""
-    timings = dict(results.attrs.get("timings") or {})
-    total = float(timings.pop("total", compare_wall_s))
+def phases_from(comparison, compare_wall_s: float) -> dict[str, float]:
+    """Seconds per phase from the run's timings (or its columns when timings are missing)."""
+    results, timings = comparison.results, comparison.timings
+    total = float(comparison.seconds) if comparison.seconds == comparison.seconds else (
+        compare_wall_s)  # fmt: skip
     phases: dict[str, float] = defaultdict(float)
-    if timings:
-        for key, seconds in timings.items():
-            phases[phase_of(key)] += float(seconds)
+    if timings is not None and len(timings):
+        for row in timings.itertuples(index=False):
+            phases[phase_of(row)] += float(row.seconds)
     else:  # fall back to the documented columns
         soft = results["classifier"].astype(str).str.startswith("softmax")
         phases["training"] = float(results.loc[soft, "fit_time_s"].sum())
@@ -127,14 +123,15 @@ def main(argv: list[str] | None = None) -> int:
         options["epochs"] = cfg["epochs"]
     print(f"compare on {cfg['data']} ({n_images} images), options {options}", flush=True)
     start = time.perf_counter()
-    results = compare(data, n_jobs=1, device="cpu", random_state=0, **options)
+    comparison = compare(data, n_jobs=1, device="cpu", random_state=0, **options)
+    results = comparison.results
     compare_wall = time.perf_counter() - start
     with tempfile.TemporaryDirectory(prefix="featclf-bench-report-") as tmp:
         start = time.perf_counter()
-        write_report(results, tmp)
+        write_report(comparison, tmp)
         report_s = time.perf_counter() - start
 
-    phases = phases_from(results, compare_wall)
+    phases = phases_from(comparison, compare_wall)
     phases["report"] = report_s
     total = compare_wall + report_s
     phase_rows = [{"phase": k, "seconds": v, "share": v / total}
@@ -172,10 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         "mode": args.mode,
         "config": {"data": cfg["data"], "n_images": n_images, "n_jobs": 1, "device": "cpu",
                    **{k: v for k, v in options.items()},
-                   "compare_config": results.attrs.get("config")},
+                   "compare_config": dict(comparison.setup)},
         "results": {"phases": phase_rows, "classifiers": classifier_rows,
                     "compare_wall_s": compare_wall, "report_s": report_s,
-                    "timings": results.attrs.get("timings")},
+                    "timings": comparison.timings.to_dict(orient="records")},
         "headline": headline,
         "recommendations": recs,
     }, args.out_dir)

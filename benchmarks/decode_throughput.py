@@ -39,7 +39,7 @@ from torchvision.transforms import v2
 from featclf.data.decode import decode_image
 from featclf.data.inputs import as_image_source
 from featclf.data.transforms import ImagePreprocess
-from featclf.models import get_model, get_model_spec
+from featclf.models import load_network
 
 # Measured, not used by featclf: keep torchvision 0.29's deprecation notice out of the table.
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities",
@@ -163,7 +163,7 @@ def measure_forward(name: str, batch: int, px: int, repeats: int,
     With ``seconds_left``, fewer repeats (at least one) when the warm-up batch says the
     requested ones would not fit.
     """
-    model = get_model(name).eval().to(memory_format=torch.channels_last)
+    model = load_network(name).module.to(memory_format=torch.channels_last)
     x = torch.randn(batch, 3, px, px).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         start = time.perf_counter()
@@ -178,15 +178,15 @@ def measure_forward(name: str, batch: int, px: int, repeats: int,
 
 def measure_end_to_end(name: str, paths: list[str], batch: int, workers: int) -> float:
     """img/s of featclf's FileSource.iter_batches (decode + preprocess) feeding the bare forward."""
-    spec = get_model_spec(name)
-    model = get_model(name).eval().to(memory_format=torch.channels_last)
+    network = load_network(name)
+    model = network.module.to(memory_format=torch.channels_last)
     source = as_image_source(paths)
-    size = spec.preprocess.output_size
+    size = network.preprocess.output_size
     with torch.inference_mode():
         # Warm up (first calls build oneDNN kernels), so the run measures the steady state.
         model(torch.randn(batch, 3, *size).contiguous(memory_format=torch.channels_last))
         start = time.perf_counter()
-        for b in source.iter_batches(batch_size=batch, preprocess=spec.preprocess,
+        for b in source.iter_batches(batch_size=batch, preprocess=network.preprocess,
                                      num_workers=workers):
             model(b.images.contiguous(memory_format=torch.channels_last))
         elapsed = time.perf_counter() - start
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     deadline = (time.perf_counter() + 0.8 * args.time_budget) if args.time_budget else None
     cores = os.cpu_count() or 1
     threads = max(1, min(2, cores))
-    pre = get_model_spec("resnet18").preprocess
+    pre = load_network("resnet18").preprocess
     if args.mode == "smoke":  # same recipe, scaled to the tiny images
         pre = ImagePreprocess(size=cfg["px"], channels=3, mean=pre.mean, std=pre.std,
                               resize=cfg["px"] + cfg["px"] // 7)

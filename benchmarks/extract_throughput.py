@@ -49,7 +49,7 @@ import torch
 from decode_throughput import pillow_decode, write_jpegs
 
 from featclf.extract import DeepFeatureExtractor
-from featclf.models import get_model, get_model_spec
+from featclf.models import load_network
 from featclf.models.head import without_head
 
 TARGET_TENSOR = 0.95
@@ -93,10 +93,8 @@ class Bare:
     """The headless network as a user would run it by hand, with the extractor's settings."""
 
     def __init__(self, name: str, ext: DeepFeatureExtractor) -> None:
-        spec = get_model_spec(name)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # the extractor's random weights: same network, same numbers
-            module = without_head(get_model(name), spec.head).eval()
+        network = load_network(name, seed=0)  # the extractor's random weights: same numbers
+        module = without_head(network.module, network.head).eval()
         self.memory_format = torch.channels_last if ext.channels_last_ else \
             torch.contiguous_format
         self.device = ext.device_

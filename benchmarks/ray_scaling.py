@@ -47,7 +47,7 @@ def _measure(work: Path, n: int, size: int) -> list[dict]:
         for actors in (1, 2):
             job = extract_with_ray(files, ext, work / f"store-{actors}", actors=actors,
                                    batch_size=64)
-            rows.append({"engine": f"ray, {actors} actor(s) x 1 CPU", "actors": actors,
+            rows.append({"engine": f"ray, {actors} actor(s) x 1 CPU", "actors": job.actors,
                          "seconds": job.seconds, "images_per_s": job.images_per_second})
     finally:
         ray.shutdown()

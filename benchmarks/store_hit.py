@@ -37,9 +37,8 @@ import common
 import numpy as np
 import torch
 
-from featclf import store as store_module
 from featclf.data import load_mnist5k
-from featclf.store import FeatureStore
+from featclf.store import FeatureStore, _format, _index
 
 NAME = "store_hit"
 CONFIG = {"model": "benchmark", "layer": None, "pooling": "avg", "version": 1}
@@ -67,8 +66,8 @@ def _fsync_save(path: Path, matrix: np.ndarray) -> None:
 
 def _as_in_a_new_process() -> None:
     """Forget which shards were checked and which indexes were parsed, as a new process."""
-    store_module._CHECKED.clear()
-    store_module._INDEXES.clear()
+    _format.CHECKED.clear()
+    _index.INDEXES.clear()
 
 
 def interleaved(fns: dict, repeats: int) -> dict[str, common.Timing]:

@@ -1,35 +1,37 @@
 """``compare()``: softmax vs SVMs vs logistic regression on one network's features, one split.
 
 One call runs one experiment spec. The data is split once (stratified, seeded,
-:func:`featclf.train.split_indices`), and everything sees the same parts:
+:func:`featclf.model_selection.make_split`), and everything sees the same parts:
 
 1. For every model, a :class:`~featclf.train.SoftmaxClassifier` is trained on the training
    images only: the end-to-end softmax baseline.
 2. The same trained network (or, with ``weights=``, a frozen pre-trained one) turns the
    training and test images into feature vectors (:class:`~featclf.extract.DeepFeatureExtractor`,
-   the penultimate layer or each entry of ``layers``).
-3. Every classifier of :mod:`featclf.pipelines` sweeps its C grid. C is chosen by
-   cross-validation on the training features only (``GridSearchCV``, or the validation part when
-   the split has one); every C of the grid is also refitted on all training features and scored
-   on the test images, so the report can draw accuracy against C. ``selected`` marks the C that
-   cross-validation chose; the test images never influence that choice.
+   the penultimate layer or every entry of ``layers``, all from one forward pass per batch).
+   With ``store=``, vectors are kept in a :class:`~featclf.store.FeatureStore`: a second
+   identical run reads them instead of computing them (training still runs: it is seeded, so
+   it trains the same network and the store's vectors are that network's).
+3. Every classifier of the registry (:data:`featclf.pipelines.CLASSIFIERS`) sweeps its C grid
+   (:func:`featclf.sweep.sweep`). C is chosen by cross-validation on the training features only
+   (or on the validation part when the split has one); every C of the grid is also refitted on
+   all training features and scored on the test images, so the report can draw accuracy
+   against C. ``selected`` marks the C that cross-validation chose; the test images never
+   influence that choice.
 4. Every row is scored on the same test images: accuracy with a bootstrap interval, macro-F1,
    log-loss where probabilities exist, and, paired against the softmax head, McNemar's test and a
    bootstrap interval of the accuracy difference (:mod:`featclf.stats`).
 
-The result is a tidy :class:`pandas.DataFrame` that :func:`featclf.report.write_report` turns
-into a report.
+The outcome is a :class:`~featclf.comparison.Comparison` that
+:func:`featclf.report.write_report` turns into a report.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import sys
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
@@ -37,37 +39,36 @@ import numpy as np
 import pandas as pd
 import sklearn
 import torch
-from joblib import Parallel, delayed
-from sklearn.base import clone
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import accuracy_score, f1_score, log_loss
-from sklearn.model_selection import GridSearchCV, PredefinedSplit, StratifiedKFold
-from sklearn.pipeline import Pipeline
-from threadpoolctl import threadpool_limits
 
 import featclf
+from featclf.comparison import TIMING_TABLE_COLUMNS, Comparison
 from featclf.data import image_files, load_digits_images, load_mnist5k
-from featclf.data.inputs import ImageSource, as_image_source, check_labels
-from featclf.data.transforms import ImagePreprocess
+from featclf.data.inputs import as_image_source, check_labels
 from featclf.devices import resolve_device
+from featclf.experiment import Experiment, StageLog
 from featclf.extract import DeepFeatureExtractor
-from featclf.models import get_model, get_model_spec, read_checkpoint
-from featclf.models.head import check_layer
+from featclf.extract.layers import PENULTIMATE
+from featclf.model_selection import Split, _split_fractions, make_split
+from featclf.models import Network, get_model_spec, load_network
+from featclf.models.head import POOLINGS, check_layer
+from featclf.params import (
+    HasMethods,
+    Interval,
+    InvalidParameterError,
+    StrOptions,
+    check_params,
+)
 from featclf.pipelines import CLASSIFIERS, c_grid, make_classifier
-from featclf.stats import bootstrap_accuracy_ci, bootstrap_accuracy_diff, mcnemar
-from featclf.train import SoftmaxClassifier, split_indices
+from featclf.train import SoftmaxClassifier
 
 __all__ = [
     "BUILTIN_DATASETS",
     "DEFAULT_MODELS",
     "RESULT_COLUMNS",
-    "SEED001_SPLIT",
     "TIMING_COLUMNS",
     "TRAINING_RECIPES",
-    "Split",
     "compare",
     "load_data",
-    "make_split",
     "training_recipe",
 ]
 
@@ -76,9 +77,6 @@ BUILTIN_DATASETS: tuple[str, ...] = ("mnist5k", "digits")
 
 #: The networks of the main job: LeNet-5 and the seed tutorial's Keras CNN.
 DEFAULT_MODELS: tuple[str, ...] = ("lenet5", "seed_cnn")
-
-#: Seed 001's train/validation/test fractions (``split="seed001"``).
-SEED001_SPLIT: tuple[float, float, float] = (0.65, 0.25, 0.10)
 
 #: Columns of the results table, in order.
 RESULT_COLUMNS: tuple[str, ...] = (
@@ -111,11 +109,8 @@ TRAINING_RECIPES: dict[str, dict[str, Any]] = {
     "seed_cnn": {**_SEED_OPTIMISER, "epochs": 10},
 }
 
-_PENULTIMATE = "penultimate"
-_C_PARAM = "clf__C"
 
-
-# --------------------------------------------------------------------------- data and split
+# --------------------------------------------------------------------------- data
 
 
 def load_data(data: Any, *, name: str | None = None) -> tuple[str, Any, np.ndarray]:
@@ -173,99 +168,6 @@ def load_data(data: Any, *, name: str | None = None) -> tuple[str, Any, np.ndarr
     )
 
 
-@dataclass(frozen=True)
-class Split:
-    """Positions of the train, validation (possibly empty) and test parts of one data set.
-
-    Attributes
-    ----------
-    train, validation, test : numpy.ndarray of int
-        Disjoint positions into the data; together they cover it.
-    fractions : tuple of float
-        The requested (train, validation, test) fractions.
-    """
-
-    train: np.ndarray
-    validation: np.ndarray
-    test: np.ndarray
-    fractions: tuple[float, float, float] = field(default=(0.8, 0.0, 0.2))
-
-    def describe(self) -> str:
-        """One line naming the sizes of the parts."""
-        parts = [f"{len(self.train)} train"]
-        if len(self.validation):
-            parts.append(f"{len(self.validation)} validation")
-        parts.append(f"{len(self.test)} test")
-        return " / ".join(parts)
-
-
-def _split_fractions(split: Any) -> tuple[float, float, float]:
-    """(train, validation, test) fractions from a ``split`` argument."""
-    if isinstance(split, str):
-        if split != "seed001":
-            raise ValueError(
-                f"split={split!r} is not known: pass 'seed001' (65/25/10), a test fraction "
-                "such as 0.2, or (train, validation, test) fractions."
-            )
-        return SEED001_SPLIT
-    if isinstance(split, int | float) and not isinstance(split, bool):
-        if not 0 < split < 1:
-            raise ValueError(f"split={split!r}: a test fraction must lie strictly between 0 and 1.")
-        return (1.0 - float(split), 0.0, float(split))
-    if isinstance(split, Sequence) and len(split) in (2, 3):
-        parts = [float(p) for p in split]
-        train, validation, test = (parts[0], 0.0, parts[1]) if len(parts) == 2 else parts
-        if min(train, test) <= 0 or validation < 0 or not math.isclose(sum(parts), 1.0):
-            raise ValueError(
-                f"split={tuple(split)!r}: (train, [validation,] test) fractions must be "
-                "positive (the validation one may be 0) and sum to 1, e.g. (0.65, 0.25, 0.10)."
-            )
-        return (train, validation, test)
-    raise ValueError(
-        f"split={split!r}: pass a test fraction (0.2), (train, test) or (train, validation, "
-        "test) fractions, or 'seed001'."
-    )
-
-
-def make_split(y: Any, split: Any = 0.2, *, random_state: int | None = 0) -> Split:
-    """Split labelled data into stratified, seeded train / [validation /] test positions.
-
-    The test part is drawn first with :func:`featclf.train.split_indices` (the split every
-    featclf experiment uses), the validation part from the rest; both depend only on ``y`` and
-    ``random_state``, never on the images.
-
-    Parameters
-    ----------
-    y : array-like of shape (n,)
-        Labels to stratify on.
-    split : float, (train, test), (train, validation, test) or "seed001", default=0.2
-        A test fraction, or the fractions of the parts (summing to 1); ``"seed001"`` is seed
-        001's 65/25/10.
-    random_state : int or None, default=0
-        Seed of the shuffles.
-
-    Returns
-    -------
-    Split
-
-    Examples
-    --------
-    >>> from featclf.compare import make_split
-    >>> parts = make_split([0, 1] * 50, "seed001")
-    >>> len(parts.train), len(parts.validation), len(parts.test)
-    (65, 25, 10)
-    """
-    y = np.asarray(y)
-    train_frac, val_frac, test_frac = _split_fractions(split)
-    rest, test = split_indices(y, test_size=test_frac, random_state=random_state)
-    if val_frac == 0:
-        return Split(rest, rest[:0], test, (train_frac, val_frac, test_frac))
-    train_pos, val_pos = split_indices(
-        y[rest], test_size=val_frac / (train_frac + val_frac), random_state=random_state
-    )
-    return Split(rest[train_pos], rest[val_pos], test, (train_frac, val_frac, test_frac))
-
-
 # --------------------------------------------------------------------------- training recipes
 
 
@@ -303,187 +205,53 @@ def training_recipe(
     valid = SoftmaxClassifier().get_params(deep=False)
     unknown = sorted(set(recipe) - set(valid))
     if unknown:
-        raise ValueError(
-            f"train_options {unknown} are not SoftmaxClassifier parameters; valid ones: "
-            f"{', '.join(sorted(valid))}."
+        raise InvalidParameterError(
+            "The 'train_options' parameter of compare must be SoftmaxClassifier parameters "
+            f"(among {{{', '.join(map(repr, sorted(valid)))}}}); {unknown} are not. Got "
+            f"{dict(options or {})!r} instead."
         )
     return recipe
 
 
-# --------------------------------------------------------------------------- progress
+# --------------------------------------------------------------------------- checks
 
 
-class _Log:
-    """Stage lines with the elapsed time (stderr), only when progress is on."""
+_CONSTRAINTS: dict[str, list] = {
+    "models": [None, str, list, tuple],
+    "layers": [None, str, list, tuple],
+    "classifiers": [str, list, tuple],
+    "weights": [None, str, os.PathLike, Mapping],
+    "epochs": [Interval(Integral, 1, None, closed="left"), None],
+    "train_options": [None, Mapping],
+    "cv": [Interval(Integral, 2, None, closed="left")],
+    "c_grids": [None, Mapping, list, tuple],
+    "classifier_options": [None, Mapping],
+    "pooling": [StrOptions(set(POOLINGS))],
+    "n_jobs": [Integral, None],
+    "n_resamples": [Interval(Integral, 1, None, closed="left")],
+    "confidence": [Interval(Real, 0, 1, closed="neither")],
+    "device": [str, torch.device],
+    "dataset": [None, str],
+    "random_state": [Interval(Integral, 0, 2**32 - 1, closed="both"), None],
+    "progress": ["boolean"],
+    "log": [None, callable],
+    "store": [None, str, os.PathLike, HasMethods(["get", "writer"])],
+}
 
-    def __init__(self, enabled: bool, write: Callable[[str], None] | None = None) -> None:
-        self.enabled = enabled
-        self.start = time.perf_counter()
-        self.write = write or (lambda line: print(line, file=sys.stderr, flush=True))
 
-    def __call__(self, message: str) -> None:
-        if self.enabled:
-            self.write(f"[{time.perf_counter() - self.start:6.1f}s] {message}")
-
-
-# --------------------------------------------------------------------------- evaluation pieces
-
-
-@dataclass
-class _Outcome:
-    """One evaluated classifier: its row (without paired statistics) and test predictions."""
-
-    row: dict[str, Any]
-    pred: np.ndarray
-
-
-def _score(
-    y_true: np.ndarray, pred: np.ndarray, proba: np.ndarray | None, classes: np.ndarray, *,
-    n_resamples: int, confidence: float, random_state: int | None,
-) -> dict[str, float]:  # fmt: skip
-    """Accuracy with its bootstrap interval, macro-F1 and log-loss (NaN without proba)."""
-    ci = bootstrap_accuracy_ci(
-        y_true, pred, n_resamples=n_resamples, confidence=confidence, random_state=random_state
+def _invalid(name: str, must: str, value: Any) -> InvalidParameterError:
+    """scikit-learn's wording for a value its constraint objects cannot express."""
+    return InvalidParameterError(
+        f"The {name!r} parameter of compare must be {must}. Got {value!r} instead."
     )
-    return {
-        "accuracy": float(accuracy_score(y_true, pred)),
-        "accuracy_ci_low": ci.ci_low,
-        "accuracy_ci_high": ci.ci_high,
-        "macro_f1": float(f1_score(y_true, pred, average="macro", labels=classes,
-                                   zero_division=0)),
-        "log_loss": float(log_loss(y_true, proba, labels=classes)) if proba is not None
-        else math.nan,
-    }  # fmt: skip
 
 
-def _fit_one_C(
-    pipeline: Pipeline, C: float, F_train: np.ndarray, y_train: np.ndarray, F_test: np.ndarray
-) -> tuple[np.ndarray, np.ndarray | None, float, float, bool]:
-    """Fit one C on all training features; predict the test features (runs in a worker)."""
-    estimator = clone(pipeline).set_params(**{_C_PARAM: C})
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        start = time.perf_counter()
-        estimator.fit(F_train, y_train)
-        fit_time = time.perf_counter() - start
-    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-    start = time.perf_counter()
-    pred = estimator.predict(F_test)
-    proba = estimator.predict_proba(F_test) if hasattr(estimator, "predict_proba") else None
-    predict_time = time.perf_counter() - start
-    return pred, proba, fit_time, predict_time, converged
-
-
-@dataclass
-class _Features:
-    """Feature matrices of one network layer for the parts of the split."""
-
-    train: np.ndarray
-    validation: np.ndarray
-    test: np.ndarray
-    seconds: float
-
-    @property
-    def n_images(self) -> int:
-        return len(self.train) + len(self.validation) + len(self.test)
-
-
-def _extract(extractor: DeepFeatureExtractor, parts: Mapping[str, ImageSource]) -> _Features:
-    """Transform every part of the split with one fitted extractor, timed together."""
-    start = time.perf_counter()
-    out = {key: extractor.transform(source) for key, source in parts.items()}
-    seconds = time.perf_counter() - start
-    empty = np.empty((0, out["train"].shape[1]), dtype=np.float32)
-    return _Features(out["train"], out.get("validation", empty), out["test"], seconds)
-
-
-def _sweep(
-    name: str, features: _Features, y_train: np.ndarray, y_val: np.ndarray,
-    y_test: np.ndarray, classes: np.ndarray, *, grid: Sequence[float],
-    options: Mapping[str, Any], cv: int, n_jobs: int | None, random_state: int | None,
-    n_resamples: int, confidence: float,
-) -> list[_Outcome]:  # fmt: skip
-    """Select C for one classifier on training data only; score every C on the test features."""
-    pipeline = make_classifier(name, **options)
-    if len(features.validation):
-        # A validation part: fit on the training features, score on the validation features.
-        F_select = np.concatenate([features.train, features.validation])
-        y_select = np.concatenate([y_train, y_val])
-        splitter: Any = PredefinedSplit(
-            np.r_[np.full(len(y_train), -1), np.zeros(len(y_val), dtype=int)]
-        )
-    else:
-        F_select, y_select = features.train, y_train
-        splitter = StratifiedKFold(n_splits=cv, shuffle=True, random_state=random_state)
-    search = GridSearchCV(
-        pipeline, {_C_PARAM: list(grid)}, cv=splitter, n_jobs=n_jobs, refit=False,
-        error_score="raise",
-    )  # fmt: skip
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        search.fit(F_select, y_select)
-    cv_scores = search.cv_results_["mean_test_score"]
-    chosen = int(search.best_index_)  # ties: the first, i.e. the smallest C
-
-    fits = Parallel(n_jobs=n_jobs)(
-        delayed(_fit_one_C)(pipeline, C, features.train, y_train, features.test) for C in grid
-    )
-    outcomes = []
-    for i, (C, (pred, proba, fit_time, predict_time, converged)) in enumerate(zip(grid, fits)):
-        row = {
-            "classifier": name,
-            "C": float(C),
-            "selected": i == chosen,
-            "cv_accuracy": float(cv_scores[i]),
-            **_score(y_test, pred, proba, classes, n_resamples=n_resamples,
-                     confidence=confidence, random_state=random_state),
-            "fit_time_s": fit_time,
-            "predict_time_s": predict_time,
-            "extract_time_s": features.seconds,
-            "extract_images_per_s": features.n_images / features.seconds
-            if features.seconds > 0 else math.nan,
-            "n_features": int(features.train.shape[1]),
-            "converged": converged,
-        }  # fmt: skip
-        outcomes.append(_Outcome(row, np.asarray(pred)))
-    return outcomes
-
-
-_PAIRED_COLUMNS = (
-    "diff_vs_softmax", "diff_ci_low", "diff_ci_high", "mcnemar_b", "mcnemar_c", "mcnemar_p",
-)  # fmt: skip
-
-
-def _paired_stats(
-    outcome: _Outcome, reference: np.ndarray, y_test: np.ndarray, *, n_resamples: int,
-    confidence: float, random_state: int | None,
-) -> dict[str, float]:  # fmt: skip
-    """McNemar and the bootstrap interval of (this classifier's accuracy - the softmax head's)."""
-    test = mcnemar(y_test, outcome.pred, reference)
-    diff = bootstrap_accuracy_diff(
-        y_test, outcome.pred, reference, n_resamples=n_resamples, confidence=confidence,
-        random_state=random_state,
-    )  # fmt: skip
-    return {
-        "diff_vs_softmax": diff.diff,
-        "diff_ci_low": diff.ci_low,
-        "diff_ci_high": diff.ci_high,
-        "mcnemar_b": test.b,
-        "mcnemar_c": test.c,
-        "mcnemar_p": test.pvalue,
-    }
-
-
-# --------------------------------------------------------------------------- the experiment
-
-
-def _check_names(values: Sequence[str], valid: Sequence[str], what: str) -> list[str]:
+def _check_names(values: str | Sequence[str], valid: Sequence[str], name: str) -> list[str]:
+    """A non-empty list of names, each from ``valid``."""
     values = [values] if isinstance(values, str) else list(values)
-    if not values:
-        raise ValueError(f"{what}: pass at least one of {', '.join(valid)}.")
-    unknown = [v for v in values if v not in valid]
-    if unknown:
-        raise ValueError(f"{what}: unknown {unknown}; valid names are {', '.join(valid)}.")
+    if not values or any(v not in valid for v in values):
+        raise _invalid(name, f"a non-empty list of names among {{{', '.join(map(repr, valid))}}}",
+                       values)  # fmt: skip
     return values
 
 
@@ -494,165 +262,84 @@ def _c_grids(classifiers: Sequence[str], c_grids: Any) -> dict[str, list[float]]
     if isinstance(c_grids, Mapping):
         unknown = sorted(set(c_grids) - set(classifiers))
         if unknown:
-            raise ValueError(f"c_grids has entries {unknown} for classifiers not being run.")
+            raise _invalid("c_grids", f"a mapping whose keys are classifiers being run "
+                           f"({', '.join(classifiers)}); {unknown} are not", dict(c_grids))
         grids = {n: list(c_grids.get(n, c_grid(n))) for n in classifiers}
     else:
         grids = {n: list(c_grids) for n in classifiers}
     for name, grid in grids.items():
-        if not grid or any(not (isinstance(c, int | float) and c > 0) for c in grid):
-            raise ValueError(f"c_grids[{name!r}] = {grid!r}: give one or more positive values.")
+        if not grid or any(not (isinstance(c, Real) and not isinstance(c, bool) and c > 0)
+                           for c in grid):  # fmt: skip
+            raise _invalid("c_grids", f"one or more positive values of C for {name!r}", grid)
     return {n: [float(c) for c in g] for n, g in grids.items()}
+
+
+def _layer_labels(layers: str | Sequence[str | None] | None) -> list[str]:
+    """Block names of ``layers``, each once (None and "penultimate" name the head's input)."""
+    layers = [layers] if layers is None or isinstance(layers, str) else list(layers)
+    labels = [PENULTIMATE if layer in (None, PENULTIMATE) else str(layer) for layer in layers]
+    labels = labels or [PENULTIMATE]
+    if len(set(labels)) != len(labels):
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        raise _invalid("layers", f"a list of distinct layers ({', '.join(twice)} named twice)",
+                       layers)  # fmt: skip
+    return labels
 
 
 def _check_models_and_layers(models: Sequence[str], labels: Sequence[str]) -> None:
     """Refuse unknown model or layer names before minutes of training, not after."""
     for model in models:
         get_model_spec(model)  # an unknown name raises, suggesting close ones
-        nodes = [label for label in labels if label != _PENULTIMATE]
+        nodes = [label for label in labels if label != PENULTIMATE]
         if nodes:
-            network = get_model(model)  # random weights: only the graph's node names matter
+            network = load_network(model)  # random weights: only the graph's node names matter
             for node in nodes:
-                check_layer(network, node)  # raises, listing the valid names
+                check_layer(network.module, node)  # raises, listing the valid names
 
 
-def _layer_label(layer: str | None) -> str:
-    return _PENULTIMATE if layer in (None, _PENULTIMATE) else str(layer)
+@dataclass(frozen=True)
+class _Pretrained:
+    """A transfer run's frozen network: the checkpoint it came from, loaded once."""
+
+    path: str
+    network: Network
+
+    @property
+    def preprocess(self) -> Any:
+        return self.network.preprocess if self.network.preprocess is not None else "auto"
 
 
-def _pretrained(weights: Any, models: Sequence[str] | None) -> tuple[list[str], dict[str, Any]]:
-    """Models to run and, per model, the pre-trained checkpoint and its preprocessing."""
+def _pretrained(weights: Any, models: Sequence[str] | None
+                ) -> tuple[list[str], dict[str, _Pretrained]]:  # fmt: skip
+    """Models to run and, per model, its pre-trained network.
+
+    :func:`featclf.models.load_network` resolves each checkpoint, and refuses one saved from
+    another architecture than the model it is given for.
+    """
     if isinstance(weights, Mapping):
         paths = {str(m): w for m, w in weights.items()}
         chosen = list(models) if models is not None else list(paths)
         missing = [m for m in chosen if m not in paths]
         if missing:
-            raise ValueError(f"weights has no checkpoint for model(s) {missing}.")
+            raise _invalid("weights", f"a checkpoint for every model (none for {missing})",
+                           dict(weights))  # fmt: skip
     else:
         if not Path(weights).is_file():
             raise FileNotFoundError(
                 f"weights={os.fspath(weights)!r} is not a file: pass the checkpoint of a trained "
                 "network, e.g. artifacts/models/lenet5-mnist5k.pt (featclf train writes one)."
             )
-        stored = (read_checkpoint(weights).metadata or {}).get("model")
-        chosen = list(models) if models is not None else [stored] if stored else []
-        if not chosen:
-            raise ValueError(
-                f"weights={os.fspath(weights)!r} does not name its model: pass models=[...]."
-            )
+        if models is None:
+            network = load_network(weights)  # a featclf checkpoint names its architecture
+            if network.arch is None:
+                raise ValueError(
+                    f"weights={os.fspath(weights)!r} does not name its model: pass models=[...]."
+                )
+            return [network.arch], {network.arch: _Pretrained(os.fspath(weights), network)}
+        chosen = list(models)
         paths = dict.fromkeys(chosen, weights)
-    info: dict[str, Any] = {}
-    for model in chosen:
-        meta = read_checkpoint(paths[model]).metadata or {}
-        if meta.get("model") not in (None, model):
-            raise ValueError(
-                f"weights={os.fspath(paths[model])!r} is a checkpoint of {meta['model']!r}, not "
-                f"{model!r}: pass models=[{meta['model']!r}] or that model's checkpoint."
-            )
-        stored_pre = meta.get("preprocess")
-        preprocess = ImagePreprocess.from_dict(stored_pre) if stored_pre else "auto"
-        info[model] = {"weights": os.fspath(paths[model]), "preprocess": preprocess}
-    return chosen, info
-
-
-@dataclass
-class _Experiment:
-    """The state one ``compare`` call shares between its stages: data parts and collected output."""
-
-    name: str
-    parts: Split
-    sources: dict[str, ImageSource]
-    y: dict[str, np.ndarray]
-    classes: np.ndarray
-    stats_options: dict[str, Any]
-    device: str
-    progress: bool
-    log: _Log
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    predictions: dict[str, list] = field(default_factory=dict)
-    histories: dict[str, dict[str, list]] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def train_baseline(self, model: str, baseline: str, clf: SoftmaxClassifier) -> _Outcome:
-        """Train one softmax network on the training part; score it on the test part."""
-        y_train, y_val, y_test = self.y["train"], self.y["validation"], self.y["test"]
-        clf.set_params(device=self.device, random_state=self.stats_options["random_state"],
-                       progress=self.progress)  # fmt: skip
-        how = "fine-tuning" if baseline == "softmax_finetune" else "training"
-        self.log(f"{model}: {how} the softmax network ({clf.epochs} epochs) on "
-                 f"{len(y_train)} images")  # fmt: skip
-        start = time.perf_counter()
-        clf.fit(self.sources["train"], y_train)
-        fit_time = time.perf_counter() - start
-        start = time.perf_counter()
-        proba = clf.predict_proba(self.sources["test"])
-        predict_time = time.perf_counter() - start
-        pred = clf.classes_[proba.argmax(axis=1)]
-        val_accuracy = (
-            float(accuracy_score(y_val, clf.predict(self.sources["validation"])))
-            if len(y_val) else math.nan
-        )  # fmt: skip
-        row = {
-            "classifier": baseline, "C": math.nan, "selected": True, "cv_accuracy": val_accuracy,
-            **_score(y_test, pred, proba, clf.classes_, **self.stats_options),
-            "fit_time_s": fit_time, "predict_time_s": predict_time,
-            "extract_time_s": math.nan, "extract_images_per_s": math.nan,
-            "n_features": math.nan, "converged": math.nan,
-        }  # fmt: skip
-        self.histories[f"{model}|{baseline}"] = clf.history_.to_dict(orient="list")
-        self.timings[f"{model}|{baseline}|fit"] = fit_time
-        self.log(f"{model}: {baseline} test accuracy {row['accuracy']:.4f} ({fit_time:.1f} s)")
-        return _Outcome(row, np.asarray(pred))
-
-    def features(self, model: str, label: str, extractor: DeepFeatureExtractor) -> _Features:
-        """Feature vectors of every part of the split from one network layer."""
-        self.log(f"{model}/{label}: extracting features of "
-                 f"{sum(map(len, self.sources.values()))} images")  # fmt: skip
-        features = _extract(extractor.fit(), self.sources)
-        self.timings[f"{model}|{label}|extract"] = features.seconds
-        self.log(f"{model}/{label}: {features.train.shape[1]} features per image, "
-                 f"{features.n_images / max(features.seconds, 1e-9):,.0f} images/s")
-        return features
-
-    def sweep(self, model: str, label: str, classifier: str, features: _Features, **options
-              ) -> list[_Outcome]:  # fmt: skip
-        """Choose C for one classifier on training data; score every C on the test part."""
-        selection = (
-            "on the validation part" if len(self.y["validation"])
-            else f"by {options['cv']}-fold cross-validation"
-        )  # fmt: skip
-        self.log(f"{model}/{label}: {classifier}: choosing C among {len(options['grid'])} "
-                 f"values {selection}")  # fmt: skip
-        start = time.perf_counter()
-        # One BLAS thread per fit, parallelism across fits (n_jobs): on matrices this small a
-        # multi-threaded BLAS is far slower than one thread (measured on 2 cores: lbfgs
-        # logistic regression on 4,000 x 84 features 30-60x slower with 2 OpenBLAS threads).
-        with threadpool_limits(limits=1, user_api="blas"):
-            outcomes = _sweep(
-                classifier, features, self.y["train"], self.y["validation"], self.y["test"],
-                self.classes, **options, **self.stats_options,
-            )  # fmt: skip
-        seconds = self.timings[f"{model}|{label}|{classifier}"] = time.perf_counter() - start
-        best = next(o for o in outcomes if o.row["selected"])
-        self.log(f"{model}/{label}: {classifier}: C={best.row['C']:g} (cv "
-                 f"{best.row['cv_accuracy']:.4f}), test accuracy {best.row['accuracy']:.4f} "
-                 f"({seconds:.1f} s)")  # fmt: skip
-        return outcomes
-
-    def add_group(self, model: str, label: str, outcomes: list[_Outcome], reference: np.ndarray
-                  ) -> None:  # fmt: skip
-        """Add one model/layer's rows, paired against the softmax head's test predictions."""
-        for outcome in outcomes:
-            if outcome.row["classifier"] == "softmax":
-                paired = dict.fromkeys(_PAIRED_COLUMNS, math.nan)
-            else:
-                paired = _paired_stats(outcome, reference, self.y["test"], **self.stats_options)
-            self.rows.append({
-                "dataset": self.name, "model": model, "layer": label, **outcome.row,
-                "n_train": len(self.y["train"]), "n_test": len(self.y["test"]), **paired,
-            })  # fmt: skip
-            if outcome.row["selected"]:
-                key = f"{model}|{label}|{outcome.row['classifier']}"
-                self.predictions[key] = outcome.pred.tolist()
+    return chosen, {m: _Pretrained(os.fspath(paths[m]), load_network(m, paths[m]))
+                    for m in chosen}  # fmt: skip
 
 
 def compare(
@@ -677,7 +364,8 @@ def compare(
     random_state: int | None = 0,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
-) -> pd.DataFrame:
+    store: Any = None,
+) -> Comparison:
     """Compare the softmax head with SVMs and logistic regression on the network's features.
 
     Parameters
@@ -691,7 +379,8 @@ def compare(
     layers : sequence of str or None, default=(None,)
         Layers whose outputs are the features: None or ``"penultimate"`` for the head's input,
         or graph node names (``"c5"``, ``"f6"`` for lenet5; see
-        :func:`featclf.models.layer_names`). Each layer is one group of rows.
+        :func:`featclf.models.layer_names`). Each layer is one group of rows; every layer of a
+        model comes from one forward pass per batch.
     classifiers : sequence of str, default=CLASSIFIERS
         Names from :data:`featclf.pipelines.CLASSIFIERS`.
     weights : path or mapping of model -> path, optional
@@ -704,8 +393,8 @@ def compare(
     train_options : mapping, optional
         Further :class:`~featclf.train.SoftmaxClassifier` parameters for every network.
     split : float, (train, test), (train, validation, test) or "seed001", default=0.2
-        See :func:`make_split`. With a validation part, C is chosen on it instead of by
-        cross-validation.
+        See :func:`featclf.model_selection.make_split`. With a validation part, C is chosen on
+        it instead of by cross-validation.
     cv : int, default=3
         Folds of the stratified (seeded, shuffled) cross-validation that chooses C.
     c_grids : mapping of classifier -> values, or values, optional
@@ -733,58 +422,66 @@ def compare(
         Print one line per stage (stderr) and show training and extraction progress bars.
     log : callable, optional
         Receives the stage lines instead of stderr (when ``progress`` is True).
+    store : None, path-like or FeatureStore, default=None
+        A :class:`~featclf.store.FeatureStore` (or its directory) every extraction reads from
+        and writes to: a second identical run computes no feature vector (its log and
+        ``timings`` say how many were computed and reused) and gives the same numbers.
 
     Returns
     -------
-    pandas.DataFrame
-        One row per (model, layer, classifier, C), columns :data:`RESULT_COLUMNS`
-        (:func:`featclf.report.write_report` documents them); ``attrs`` holds ``config``,
-        ``classes``, ``y_true`` (test labels), ``predictions`` (``"model|layer|classifier"`` ->
-        test predictions of the selected rows), ``split`` (``train``, ``validation`` and
-        ``test`` positions into the data), ``histories`` (per-epoch training history per
-        network) and ``timings`` (seconds per stage and in total).
+    Comparison
+        ``results``: one row per (model, layer, classifier, C), columns :data:`RESULT_COLUMNS`
+        (:func:`featclf.report.write_report` documents them); the test predictions of the
+        selected rows by :class:`~featclf.comparison.ResultKey`, the test labels, the classes,
+        the split, each softmax network's training history, the setup and the timings.
 
     Examples
     --------
     >>> from featclf.compare import compare
     >>> from featclf.data import load_digits_images
     >>> X, y = load_digits_images(return_X_y=True)
-    >>> results = compare((X[:300], y[:300]), models=["lenet5"], classifiers=["logistic"],
-    ...                   epochs=1, cv=2, c_grids=[1.0], n_resamples=100)
-    >>> results[["model", "layer", "classifier", "selected"]]
+    >>> comparison = compare((X[:300], y[:300]), models=["lenet5"], classifiers=["logistic"],
+    ...                      epochs=1, cv=2, c_grids=[1.0], n_resamples=100)
+    >>> comparison.results[["model", "layer", "classifier", "selected"]]
           model        layer classifier  selected
     0    lenet5  penultimate    softmax      True
     1    lenet5  penultimate   logistic      True
-    >>> sorted(results.attrs)
-    ['classes', 'config', 'histories', 'predictions', 'split', 'timings', 'y_true']
+    >>> sorted(comparison.predictions)[0]
+    ResultKey(model='lenet5', layer='penultimate', classifier='logistic')
+    >>> comparison.split.describe(), list(comparison.histories)
+    ('240 train / 60 test', [('lenet5', 'softmax')])
     """
-    log_line = _Log(progress, log)
+    check_params(_CONSTRAINTS, {
+        "models": models, "layers": layers, "classifiers": classifiers, "weights": weights,
+        "epochs": epochs, "train_options": train_options, "cv": cv, "c_grids": c_grids,
+        "classifier_options": classifier_options, "pooling": pooling, "n_jobs": n_jobs,
+        "n_resamples": n_resamples, "confidence": confidence, "device": device,
+        "dataset": dataset, "random_state": random_state, "progress": progress, "log": log,
+        "store": store}, "compare")  # fmt: skip
+    _split_fractions(split, owner="compare")
+    log_line = StageLog(progress, log)
     started = time.perf_counter()
-    name, X, y = load_data(data, name=dataset)
-    parts = make_split(y, split, random_state=random_state)
     classifiers = _check_names(classifiers, CLASSIFIERS, "classifiers")
     grids = _c_grids(classifiers, c_grids)
-    if not isinstance(cv, int) or isinstance(cv, bool) or cv < 2:
-        raise ValueError(f"cv={cv!r}: cross-validation needs an int >= 2 folds.")
-    transfer: dict[str, Any] = {}
+    labels = _layer_labels(layers)
+    transfer: dict[str, _Pretrained] = {}
+    models = [models] if isinstance(models, str) else models
     if weights is not None:
         models, transfer = _pretrained(weights, models)
-    models = [models] if isinstance(models, str) else list(models or DEFAULT_MODELS)
-    labels = [_layer_label(layer) for layer in ([layers] if isinstance(layers, str) else layers)]
-    labels = labels or [_PENULTIMATE]
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"layers={list(layers)!r} names a layer twice.")
+    models = list(models or DEFAULT_MODELS)
     _check_models_and_layers(models, labels)
     recipes = {m: training_recipe(m, epochs=epochs, options=train_options) for m in models}
-    for model, info in transfer.items():
+    for model, pretrained in transfer.items():
         # One preprocessing for all three networks of a transfer run: the pre-trained one's.
-        recipes[model] = {"preprocess": info["preprocess"], **recipes[model]}
+        recipes[model] = {"preprocess": pretrained.preprocess, **recipes[model]}
     options = dict(classifier_options or {})
     for classifier in classifiers:
         make_classifier(classifier, **options)  # bad options raise now, not after training
+    name, X, y = load_data(data, name=dataset)
+    parts = make_split(y, split, random_state=random_state)
 
     source = as_image_source(X, name="data")
-    run = _Experiment(
+    run = Experiment(
         name=name, parts=parts,
         sources={key: source.subset(getattr(parts, key)) for key in ("train", "validation", "test")
                  if len(getattr(parts, key))},
@@ -799,55 +496,50 @@ def compare(
         baselines = {"softmax": SoftmaxClassifier(model, **recipes[model])}
         if model in transfer:
             baselines["softmax_finetune"] = SoftmaxClassifier(
-                model, weights=transfer[model]["weights"], **recipes[model]
+                model, weights=transfer[model].path, **recipes[model]
             )
         trained = {key: run.train_baseline(model, key, clf) for key, clf in baselines.items()}
+        # The features: the softmax network just trained, or the frozen pre-trained one; all
+        # layers from one extractor, so one forward pass per batch serves every layer.
+        pretrained = transfer.get(model)
+        extractor = DeepFeatureExtractor(
+            pretrained.network if pretrained else baselines["softmax"],
+            layer=None if labels == [PENULTIMATE] else labels[0] if len(labels) == 1 else labels,
+            pooling=pooling, preprocess=pretrained.preprocess if pretrained else "auto",
+            device=device, batch_size=256, progress=progress, store=store,
+        )  # fmt: skip
+        features = run.features(model, labels, extractor)
         for label in labels:
-            # The features: the softmax network just trained, or the frozen pre-trained one.
-            if model in transfer:
-                network, pretrained = model, transfer[model]
-            else:
-                network, pretrained = baselines["softmax"], {}
-            extractor = DeepFeatureExtractor(
-                network, weights=pretrained.get("weights"),
-                layer=None if label == _PENULTIMATE else label, pooling=pooling,
-                preprocess=pretrained.get("preprocess", "auto"), device=device,
-                batch_size=256, progress=progress,
-            )  # fmt: skip
-            features = run.features(model, label, extractor)
             outcomes = list(trained.values())
             for classifier in classifiers:
                 outcomes += run.sweep(
-                    model, label, classifier, features, grid=grids[classifier],
+                    model, label, classifier, features[label], grid=grids[classifier],
                     options=options, cv=cv, n_jobs=n_jobs,
                 )  # fmt: skip
             run.add_group(model, label, outcomes, trained["softmax"].pred)
 
     results = pd.DataFrame.from_records(run.rows, columns=list(RESULT_COLUMNS))
     results["converged"] = results["converged"].astype(object)
-    run.timings["total"] = time.perf_counter() - started
-    results.attrs = {
-        "config": _config(
-            name, len(y), parts, models, labels, classifiers, grids, recipes, transfer,
-            cv=cv, pooling=pooling, options=options, confidence=confidence,
-            n_resamples=n_resamples, random_state=random_state, device=device,
-        ),  # fmt: skip
-        "classes": run.classes.tolist(),
-        "y_true": run.y["test"].tolist(),
-        "predictions": run.predictions,
-        "split": {key: getattr(parts, key).tolist() for key in ("train", "validation", "test")},
-        "histories": run.histories,
-        "timings": run.timings,
-    }
-    log_line(f"done in {run.timings['total']:.1f} s")
-    return results
+    seconds = time.perf_counter() - started
+    setup = _config(
+        name, len(y), parts, models, labels, classifiers, grids, recipes, transfer,
+        cv=cv, pooling=pooling, options=options, confidence=confidence,
+        n_resamples=n_resamples, random_state=random_state, device=device, store=store,
+    )  # fmt: skip
+    log_line(f"done in {seconds:.1f} s")
+    return Comparison(
+        results, predictions=run.predictions, y_true=run.y["test"], classes=run.classes,
+        split=parts, histories=run.histories, setup=setup,
+        timings=pd.DataFrame.from_records(run.timings, columns=list(TIMING_TABLE_COLUMNS)),
+        seconds=seconds,
+    )  # fmt: skip
 
 
 def _config(
     name: str, n_images: int, parts: Split, models: list[str], labels: list[str],
     classifiers: list[str], grids: dict[str, list[float]], recipes: dict[str, dict[str, Any]],
-    transfer: dict[str, Any], *, cv: int, pooling: str, options: dict[str, Any],
-    confidence: float, n_resamples: int, random_state: int | None, device: str,
+    transfer: dict[str, _Pretrained], *, cv: int, pooling: str, options: dict[str, Any],
+    confidence: float, n_resamples: int, random_state: int | None, device: str, store: Any,
 ) -> dict[str, Any]:  # fmt: skip
     """The experiment's setup, as the report prints it (plain values only)."""
 
@@ -889,13 +581,14 @@ def _config(
     }
     if options:
         config["classifier options"] = options
+    if store is not None:
+        where = store if isinstance(store, str | os.PathLike) else getattr(store, "root", store)
+        config["feature store"] = os.fspath(where) if isinstance(where, os.PathLike) else str(where)
     if transfer:
-        config["pre-trained weights"] = {m: info["weights"] for m, info in transfer.items()}
+        config["pre-trained weights"] = {m: info.path for m, info in transfer.items()}
         config["features"] = "the pre-trained network, frozen"
         config["baselines"] = ("softmax = the network trained from scratch on this data (the "
                                "reference); softmax_finetune = fine-tuned from the weights")
     else:
         config["features"] = "the trained softmax network without its head"
     return config
-
-

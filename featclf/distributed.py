@@ -1,14 +1,16 @@
 """The same extraction job on a Ray cluster (``pip install 'featclf[ray]'``).
 
-:func:`extract_with_ray` runs a fitted :class:`~featclf.extract.DeepFeatureExtractor` as a pool
-of Ray Data actors (``map_batches`` with ``concurrency`` actors, ``num_gpus`` each on GPU
-clusters). Each actor holds the network once, reads its batch of image files, hashes them,
+:func:`extract_with_ray` runs a :class:`~featclf.extract.DeepFeatureExtractor` as a pool of
+Ray Data actors (``map_batches`` with ``concurrency`` actors, ``num_gpus`` each on GPU
+clusters). Each actor fits its own clone of the extractor on its own device (``set_params`` +
+``fit``), so it holds the network once; it reads its batch of image files, hashes them,
 skips those the :class:`~featclf.store.FeatureStore` already holds, and runs the rest through
-the extractor's own code path (:meth:`DeepFeatureExtractor.iter_features`: featclf's decoding
-and preprocessing, the same forward). It writes the vectors into the store as shards of its
-own, under exactly the key the local engine uses, so a store filled on a cluster is reused
-locally and vice versa. Actors write shards directly (each writer names its own files, see
-:mod:`featclf.store`), so the store must live where every worker sees it: a shared file system.
+the local engine's own loop (:func:`~featclf.extract.cached.cached_features` over
+:meth:`DeepFeatureExtractor.iter_features`: featclf's decoding and preprocessing, the same
+forward). It writes the vectors into the store as shards of its own, under exactly the keys the
+local engine uses, so a store filled on a cluster is reused locally and vice versa. Actors write
+shards directly (each writer names its own files, see :mod:`featclf.store`), so the store must
+live where every worker sees it: a shared file system.
 
 Failed images follow the local ``on_error`` policy: the actors always carry on and report them;
 the driver raises on the first report under ``"raise"`` (vectors already written stay) or lists
@@ -27,19 +29,34 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from numbers import Integral, Real
 
 import numpy as np
 import torch
+from sklearn.base import clone
 
 from featclf.data.files import ImageFiles
-from featclf.data.inputs import FileSource, InputError, as_image_source, check_on_error
-from featclf.devices import resolve_device, resolve_precision
+from featclf.data.inputs import FileSource, InputError, as_image_source
 from featclf.extract import DeepFeatureExtractor
+from featclf.extract.cached import FeatureExtraction, cached_features
+from featclf.params import Interval, StrOptions, check_params
 from featclf.progress import progress_bar
 from featclf.store import FeatureStore
 
-__all__ = ["RayExtraction", "extract_with_ray", "ray_joblib_backend"]
+__all__ = ["extract_with_ray", "ray_joblib_backend"]
+
+_PARAMETERS = {
+    "extractor": [DeepFeatureExtractor],
+    "store": [FeatureStore, str, os.PathLike],
+    "address": [str, None],
+    "actors": [Interval(Integral, 1, None, closed="left")],
+    "gpus_per_actor": [Interval(Real, 0, None, closed="left")],
+    "cpus_per_actor": [Interval(Real, 0, None, closed="neither")],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "on_error": [StrOptions({"raise", "skip"})],
+    "progress": ["boolean"],
+    "ray_init_kwargs": [dict, None],
+}
 
 
 def _import_ray():
@@ -50,76 +67,41 @@ def _import_ray():
     return ray
 
 
-@dataclass
-class RayExtraction:
-    """What a Ray extraction job did.
-
-    Attributes
-    ----------
-    n_images : int
-        Inputs in the job.
-    n_computed, n_reused : int
-        Vectors computed by the actors, and found in the store.
-    errors : list of InputError
-        Unreadable images (with ``on_error="skip"``).
-    seconds : float
-        Wall time of the job, Ray start-up included.
-    actors : int
-        Size of the actor pool.
-    """
-
-    n_images: int
-    n_computed: int
-    n_reused: int
-    errors: list[InputError] = field(default_factory=list)
-    seconds: float = 0.0
-    actors: int = 1
-
-    @property
-    def images_per_second(self) -> float:
-        """Throughput over the whole job."""
-        return self.n_images / self.seconds if self.seconds else float("nan")
-
-
 class _ExtractionActor:
-    """One Ray actor: a fitted extractor and a handle on the store."""
+    """One Ray actor: its own fitted copy of the extractor, and a handle on the store."""
 
     def __init__(self, extractor: DeepFeatureExtractor, store_root: str, store_dtype: str,
                  use_gpu: bool, threads: int) -> None:
         torch.set_num_threads(max(1, threads))
-        ext = extractor
-        # The driver fitted on its own machine; the device is this worker's. Precision follows
-        # the device (bf16 under "auto" on CUDA), so the cache key is computed here, after it.
-        ext.device_ = resolve_device("cuda" if use_gpu else "cpu")
-        ext.precision_ = resolve_precision(ext.precision, ext.device_)
-        ext.on_error, ext.progress, ext.store = "skip", False, None
-        self.extractor = ext
+        # The network is built here, on this worker's device; precision follows the device
+        # (bf16 under "auto" on CUDA), so the cache keys are this worker's too. Unreadable
+        # images are reported to the driver, which applies the job's on_error.
+        self.extractor = extractor.set_params(device="cuda" if use_gpu else "cpu",
+                                              on_error="skip", progress=False,
+                                              store=None).fit()
         self.store = FeatureStore(store_root, dtype=store_dtype)
-        self.config = ext.cache_config_()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Extract one batch into the store; report each row's status and the call's counts.
+
+        ``computed`` and ``reused`` hold the call's counts on its first row (0 on the others),
+        so their sums over the job's rows are the job's counts.
+        """
         paths = [str(p) for p in batch["path"]]
-        labels = batch["label"].tolist() if "label" in batch else None
         source = FileSource(paths)
-        digests = source.digests()
-        found, _ = self.store.get(self.config, digests)
-        status = np.where(found, "reused", "").astype(object)
+        ext = self.extractor
+        result = cached_features(source, ext.iter_features, configs=ext.cache_configs_(source),
+                                 store=self.store, on_error="skip",
+                                 widths=ext.feature_blocks_,
+                                 labels=batch["label"].tolist() if "label" in batch else None)
+        status = np.full(len(paths), "ok", dtype=object)
         reason = np.full(len(paths), "", dtype=object)
-        missing = np.flatnonzero(~found)
-        if len(missing):
-            with self.store.writer(self.config) as writer:
-                for rel, vectors, errors in self.extractor.iter_features(source.subset(missing)):
-                    done = missing[np.asarray(rel, dtype=np.int64)]
-                    if len(done):
-                        writer.add([digests[i] for i in done], vectors,
-                                   paths=[paths[i] for i in done],
-                                   labels=None if labels is None else [labels[i] for i in done])
-                        status[done] = "computed"
-                    for err in errors:
-                        status[missing[err.index]] = "error"
-                        reason[missing[err.index]] = err.reason
+        for err in result.errors:
+            status[err.index], reason[err.index] = "error", err.reason
+        computed, reused = np.zeros(len(paths), np.int64), np.zeros(len(paths), np.int64)
+        computed[0], reused[0] = result.n_computed, result.n_reused
         return {"path": np.asarray(paths, dtype=object), "status": status, "reason": reason,
-                "position": batch["position"]}
+                "position": batch["position"], "computed": computed, "reused": reused}
 
 
 def _items(X, labels: Sequence | None) -> tuple[list[str], list | None]:
@@ -139,7 +121,7 @@ def extract_with_ray(X, extractor: DeepFeatureExtractor, store: FeatureStore | s
                      *, address: str | None = None, actors: int = 2, gpus_per_actor: float = 0,
                      cpus_per_actor: float = 1, batch_size: int = 256, labels=None,
                      on_error: str = "raise", progress: bool = False,
-                     ray_init_kwargs: dict | None = None) -> RayExtraction:
+                     ray_init_kwargs: dict | None = None) -> FeatureExtraction:
     """Fill a feature store from image files with a pool of Ray actors.
 
     Parameters
@@ -147,7 +129,8 @@ def extract_with_ray(X, extractor: DeepFeatureExtractor, store: FeatureStore | s
     X : list of paths or ImageFiles
         The images. Every Ray worker must be able to read these paths.
     extractor : DeepFeatureExtractor
-        Fitted or not (it is fitted on the driver when not); its ``store`` is ignored.
+        Fitted or not (it is fitted on the driver when not); each actor fits its own clone on
+        its own device. Its ``store``, ``on_error`` and ``progress`` are not used.
     store : FeatureStore, str or path-like
         Where the vectors go; on a shared file system for a multi-machine cluster.
     address : str, optional
@@ -172,7 +155,11 @@ def extract_with_ray(X, extractor: DeepFeatureExtractor, store: FeatureStore | s
 
     Returns
     -------
-    RayExtraction
+    FeatureExtraction
+        The counts, the unreadable images, the positions of the images whose vectors are now
+        in the store (``indices``), the wall time (Ray start-up included) and the pool size
+        (``actors``). The vectors stay in the store: ``features`` has no columns; read them
+        with ``DeepFeatureExtractor(store=...).extract(X)`` (every vector reused).
 
     Examples
     --------
@@ -183,15 +170,15 @@ def extract_with_ray(X, extractor: DeepFeatureExtractor, store: FeatureStore | s
                                gpus_per_actor=1, address="auto")
         print(job.n_computed, job.images_per_second)
     """
-    check_on_error(on_error)
-    if int(actors) < 1:
-        raise ValueError(f"actors must be >= 1, got {actors!r}")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    check_params(_PARAMETERS, {"extractor": extractor, "store": store, "address": address,
+                               "actors": actors, "gpus_per_actor": gpus_per_actor,
+                               "cpus_per_actor": cpus_per_actor, "batch_size": batch_size,
+                               "on_error": on_error, "progress": progress,
+                               "ray_init_kwargs": ray_init_kwargs}, "extract_with_ray")
     paths, labels = _items(X, labels)
     store = store if isinstance(store, FeatureStore) else FeatureStore(store)
-    if not hasattr(extractor, "feature_model_"):
-        extractor = extractor.fit()
+    if not hasattr(extractor, "runner_"):
+        extractor = extractor.fit()  # on the driver: a bad model or weights fail here, early
     ray = _import_ray()
     started = time.perf_counter()
     own_ray = not ray.is_initialized()
@@ -199,6 +186,7 @@ def extract_with_ray(X, extractor: DeepFeatureExtractor, store: FeatureStore | s
         kwargs = {"include_dashboard": False, "log_to_driver": False, **(ray_init_kwargs or {})}
         ray.init(address=address, **kwargs)
     errors: list[InputError] = []
+    done: list[int] = []
     counts = {"computed": 0, "reused": 0}
     try:
         context = ray.data.DataContext.get_current()
@@ -208,13 +196,16 @@ def extract_with_ray(X, extractor: DeepFeatureExtractor, store: FeatureStore | s
         dataset = ray.data.from_items(items).map_batches(
             _ExtractionActor, batch_size=int(batch_size), batch_format="numpy",
             concurrency=int(actors), num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None,
-            fn_constructor_kwargs={"extractor": extractor, "store_root": str(store.root),
-                                   "store_dtype": store.dtype,
+            # An unfitted clone travels (the network is not pickled): each actor fits its own.
+            fn_constructor_kwargs={"extractor": clone(extractor),
+                                   "store_root": str(store.root), "store_dtype": store.dtype,
                                    "use_gpu": bool(gpus_per_actor),
                                    "threads": max(1, int(cpus_per_actor))})
         with progress_bar(total=len(paths), unit="img", desc="extract (ray)",
                           enabled=progress) as bar:
             for out in _batches(dataset):
+                counts["computed"] += int(out["computed"].sum())
+                counts["reused"] += int(out["reused"].sum())
                 for path, status, reason, pos in zip(out["path"], out["status"], out["reason"],
                                                      out["position"]):
                     if status == "error":
@@ -226,14 +217,16 @@ def extract_with_ray(X, extractor: DeepFeatureExtractor, store: FeatureStore | s
                                                    "on_error='skip' to skip unreadable images)")
                         errors.append(err)
                     else:
-                        counts[str(status)] += 1
+                        done.append(int(pos))
                 bar.update(len(out["path"]))
     finally:
         if own_ray:
             ray.shutdown()
     errors.sort(key=lambda e: e.index)
-    return RayExtraction(len(paths), counts["computed"], counts["reused"], errors,
-                         time.perf_counter() - started, int(actors))
+    indices = np.sort(np.asarray(done, dtype=np.int64))
+    return FeatureExtraction(np.empty((len(indices), 0), dtype=np.float32), indices, errors,
+                             n_computed=counts["computed"], n_reused=counts["reused"],
+                             seconds=time.perf_counter() - started, actors=int(actors))
 
 
 def _batches(dataset) -> Iterator[dict[str, np.ndarray]]:

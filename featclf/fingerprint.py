@@ -7,12 +7,30 @@ machines and runs: they hash bytes, never Python object ids or pickles.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 import xxhash
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+def _as_numpy(array) -> np.ndarray:
+    """A torch tensor as a contiguous numpy array (bfloat16 as its int16 bit pattern).
+
+    torch is looked up, not imported: an object can only be a tensor once torch is loaded, so
+    the store (which hashes configurations only) never pays for importing it.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(array, torch.Tensor):
+        t = array.detach().cpu().contiguous()
+        if t.dtype == torch.bfloat16:  # numpy has no bfloat16: hash its bit pattern
+            t = t.view(torch.int16)
+        return t.numpy()
+    return array
 
 
 def digest_bytes(data: bytes | memoryview) -> str:
@@ -55,12 +73,7 @@ def digest_array(array: np.ndarray | torch.Tensor) -> str:
     >>> digest_array(a) == digest_array(np.asfortranarray(a))
     True
     """
-    if isinstance(array, torch.Tensor):
-        t = array.detach().cpu().contiguous()
-        if t.dtype == torch.bfloat16:  # numpy has no bfloat16: hash its bit pattern
-            t = t.view(torch.int16)
-        array = t.numpy()
-    array = np.ascontiguousarray(array)
+    array = np.ascontiguousarray(_as_numpy(array))
     h = xxhash.xxh3_128()
     h.update(f"{array.dtype.str}{array.shape}".encode())
     h.update(memoryview(array).cast("B"))
@@ -91,12 +104,7 @@ def digest_rows(array: np.ndarray | torch.Tensor, *, chunk: int = 1024) -> list[
     out: list[str] = []
     for start in range(0, len(array), chunk):
         block = array[start:start + chunk]
-        if isinstance(block, torch.Tensor):
-            block = block.detach().cpu().contiguous()
-            if block.dtype == torch.bfloat16:  # as digest_array: hash the bit pattern
-                block = block.view(torch.int16)
-            block = block.numpy()
-        block = np.ascontiguousarray(block)
+        block = np.ascontiguousarray(_as_numpy(block))
         prefix = f"{block.dtype.str}{block.shape[1:]}".encode()
         if block.size == 0:  # empty rows: only dtype and shape are hashed
             out.extend(xxhash.xxh3_128_hexdigest(prefix) for _ in range(len(block)))
@@ -125,6 +133,7 @@ def digest_state_dict(state: Mapping[str, torch.Tensor]) -> str:
 
     Examples
     --------
+    >>> import torch
     >>> m = torch.nn.Linear(2, 2)
     >>> before = digest_state_dict(m.state_dict())
     >>> with torch.no_grad():
@@ -136,7 +145,8 @@ def digest_state_dict(state: Mapping[str, torch.Tensor]) -> str:
     for name in sorted(state):
         value = state[name]
         h.update(name.encode())
-        if isinstance(value, torch.Tensor):
+        torch = sys.modules.get("torch")  # values of a state dict are tensors (torch loaded)
+        if torch is not None and isinstance(value, torch.Tensor):
             h.update(digest_array(value).encode())
         else:
             h.update(repr(value).encode())
@@ -165,28 +175,35 @@ def digest_json(obj: Any) -> str:
     return digest_bytes(text.encode())
 
 
-def module_fingerprint(module: torch.nn.Module, arch: str | None = None) -> str:
-    """Digest of a network: its architecture name (or class) and every weight and buffer.
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """Digest of a network: its class path and every weight and buffer.
+
+    The class, not a registry name, so that one network gets one fingerprint however it was
+    given: ``load_network("lenet5")``, the same weights in a ``LeNet5()`` module, a checkpoint
+    file or a fitted classifier (:attr:`featclf.models.Network.fingerprint`).
 
     Parameters
     ----------
     module : torch.nn.Module
         The network.
-    arch : str, optional
-        A registered architecture name; defaults to the module's class path.
 
     Returns
     -------
     str
-        32 hex characters; equal for equal architectures with equal weights.
+        32 hex characters; equal for modules of one class with equal weights and buffers.
 
     Examples
     --------
+    >>> import torch
     >>> torch.manual_seed(0) is not None
     True
     >>> a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
     >>> module_fingerprint(a) == module_fingerprint(b)
     False
+    >>> b.load_state_dict(a.state_dict())
+    <All keys matched successfully>
+    >>> module_fingerprint(a) == module_fingerprint(b)
+    True
     """
-    name = arch or f"{type(module).__module__}.{type(module).__qualname__}"
+    name = f"{type(module).__module__}.{type(module).__qualname__}"
     return digest_json({"arch": name, "weights": digest_state_dict(module.state_dict())})

@@ -1,4 +1,8 @@
-"""scikit-learn pipelines that classify deep features: scaling/PCA + SVM or logistic regression.
+"""The classifier registry, and the scikit-learn pipelines that classify deep features.
+
+:data:`REGISTRY` is the one place a classifier name is defined: its report label and colour,
+its builder, its C range and whether it is an SVM (:class:`ClassifierSpec`). ``featclf.compare``,
+``featclf.report`` and ``featclf compare`` read it.
 
 Every builder returns a plain :class:`sklearn.pipeline.Pipeline` whose steps have fixed names,
 so one parameter grid fits all of them::
@@ -11,6 +15,10 @@ so one parameter grid fits all of them::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from numbers import Integral, Real
 from typing import Any, Literal
 
 import numpy as np
@@ -22,26 +30,55 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
-__all__ = ["CLASSIFIERS", "SVM_KINDS", "c_grid", "make_classifier", "make_logistic", "make_svm"]
+from featclf.params import Interval, InvalidParameterError, StrOptions, check_params
 
-#: The classifier names :func:`make_classifier` accepts (and ``featclf.compare`` reports).
-CLASSIFIERS: tuple[str, ...] = ("linear_svm", "crammer_singer_svm", "rbf_svm", "logistic")
+__all__ = [
+    "BASELINES",
+    "CLASSIFIERS",
+    "REGISTRY",
+    "SVM_KINDS",
+    "ClassifierSpec",
+    "c_grid",
+    "classifier_spec",
+    "make_classifier",
+    "make_logistic",
+    "make_svm",
+]
 
-#: The ``kind`` values :func:`make_svm` accepts.
-SVM_KINDS: tuple[str, ...] = ("linear", "crammer_singer", "rbf")
 
-# log10 of the smallest and largest C of each sweep.
-_C_RANGES: dict[str, tuple[int, int]] = {
-    "linear": (-3, 2),
-    "crammer_singer": (-3, 2),
-    "rbf": (-1, 3),
-    "logistic": (-3, 2),
-}
-_ALIASES = {"linear_svm": "linear", "crammer_singer_svm": "crammer_singer", "rbf_svm": "rbf"}
+@dataclass(frozen=True)
+class ClassifierSpec:
+    """Everything featclf knows about one classifier name: how to build it and show it.
+
+    Attributes
+    ----------
+    name : str
+        The name in ``compare(classifiers=...)``, ``featclf compare --classifier`` and the
+        ``classifier`` column of the results.
+    label : str
+        Its name in reports ("linear SVM").
+    color : str
+        Its matplotlib colour in every plot.
+    builder : callable or None
+        ``builder(C, **options) -> Pipeline``; None for a softmax baseline (the CNN itself,
+        :class:`featclf.train.SoftmaxClassifier`).
+    c_range : tuple of int or None
+        log10 of the smallest and largest C of its sweep (:func:`c_grid`); None without a C.
+    is_svm : bool
+        Whether it is a support vector machine (the report's verdict compares the best SVM with
+        the softmax head).
+    """
+
+    name: str
+    label: str
+    color: str
+    builder: Callable[..., Pipeline] | None = None
+    c_range: tuple[int, int] | None = None
+    is_svm: bool = False
+
 
 # LinearSVC (liblinear) on unnormalised deep features often needs more than its default 1000.
 _LINEAR_SVC_MAX_ITER = 10_000
-
 
 def _preprocessing(
     *,
@@ -52,8 +89,6 @@ def _preprocessing(
     random_state: int | None,
 ) -> list[tuple[str, BaseEstimator]]:
     """Build the steps before the classifier (shared by every builder)."""
-    if scale not in ("standard", None):
-        raise ValueError(f"scale={scale!r} is not supported; use 'standard' or None (no scaling).")
     if whiten and pca is None:
         raise ValueError(
             "whiten=True needs a PCA step: pass pca=<n_components> (an int, a variance fraction "
@@ -67,6 +102,26 @@ def _preprocessing(
     if pca is not None:
         steps.append(("pca", PCA(n_components=pca, whiten=whiten, random_state=random_state)))
     return steps
+
+
+_COMMON_CONSTRAINTS: dict[str, list] = {
+    "C": [Interval(Real, 0, None, closed="neither")],
+    "scale": [StrOptions({"standard"}), None],
+    "l2_normalize": ["boolean"],
+    "pca": [Interval(Integral, 1, None, closed="left"), Interval(Real, 0, 1, closed="neither"),
+            StrOptions({"mle"}), None],
+    "whiten": ["boolean"],
+    "random_state": ["random_state"],
+}  # fmt: skip
+_SVM_CONSTRAINTS = {
+    **_COMMON_CONSTRAINTS,
+    "kind": [StrOptions({"linear", "crammer_singer", "rbf"})],
+    "probability": ["boolean"],
+    "max_iter": [Interval(Integral, 1, None, closed="left"), None],
+}
+_LOGISTIC_CONSTRAINTS = {
+    **_COMMON_CONSTRAINTS, "max_iter": [Interval(Integral, 1, None, closed="left")],
+}  # fmt: skip
 
 
 def make_svm(
@@ -127,10 +182,10 @@ def make_svm(
     >>> make_svm("rbf", scale=None).named_steps["clf"]
     SVC(random_state=0)
     """
-    if kind not in SVM_KINDS:
-        raise ValueError(
-            f"Unknown SVM kind {kind!r}; valid kinds are {', '.join(map(repr, SVM_KINDS))}."
-        )
+    check_params(_SVM_CONSTRAINTS, {
+        "kind": kind, "C": C, "scale": scale, "l2_normalize": l2_normalize, "pca": pca,
+        "whiten": whiten, "probability": probability, "random_state": random_state,
+        "max_iter": max_iter}, "make_svm")  # fmt: skip
     if probability and kind != "rbf":
         raise ValueError(
             f"probability=True is only available for kind='rbf', not {kind!r}; use "
@@ -207,6 +262,9 @@ def make_logistic(
     >>> pipe.named_steps["clf"].solver
     'lbfgs'
     """
+    check_params(_LOGISTIC_CONSTRAINTS, {
+        "C": C, "scale": scale, "l2_normalize": l2_normalize, "pca": pca, "whiten": whiten,
+        "max_iter": max_iter, "random_state": random_state}, "make_logistic")  # fmt: skip
     steps = _preprocessing(
         scale=scale, l2_normalize=l2_normalize, pca=pca, whiten=whiten, random_state=random_state
     )
@@ -222,9 +280,9 @@ def c_grid(kind: str, *, per_decade: int = 1) -> list[float]:
     Parameters
     ----------
     kind : str
-        An SVM kind (``"linear"``, ``"crammer_singer"``, ``"rbf"``), ``"logistic"``, or a name
-        from :data:`CLASSIFIERS` (``"linear_svm"``, ...). Linear models sweep 1e-3 .. 1e2, the
-        RBF SVM 1e-1 .. 1e3.
+        A name from :data:`CLASSIFIERS` (``"linear_svm"``, ``"logistic"``, ...) or an SVM kind
+        (``"linear"``, ``"crammer_singer"``, ``"rbf"``). The range is the registry's
+        ``c_range``: linear models sweep 1e-3 .. 1e2, the RBF SVM 1e-1 .. 1e3.
     per_decade : int, default=1
         Number of values per factor of ten.
 
@@ -241,15 +299,37 @@ def c_grid(kind: str, *, per_decade: int = 1) -> list[float]:
     >>> c_grid("rbf_svm", per_decade=2)[:3]
     [0.1, 0.316228, 1.0]
     """
-    key = _ALIASES.get(kind, kind)
-    if key not in _C_RANGES:
-        valid = [*_C_RANGES, *_ALIASES]
-        raise ValueError(f"No C grid for {kind!r}; valid kinds are {', '.join(map(repr, valid))}.")
-    if per_decade < 1:
-        raise ValueError(f"per_decade must be a positive integer, got {per_decade!r}.")
-    low, high = _C_RANGES[key]
+    valid = [*CLASSIFIERS, *SVM_KINDS]
+    check_params({"kind": [StrOptions(set(valid))],
+                  "per_decade": [Interval(Integral, 1, None, closed="left")]},
+                 {"kind": kind, "per_decade": per_decade}, "c_grid")  # fmt: skip
+    spec = REGISTRY[f"{kind}_svm" if kind in SVM_KINDS else kind]
+    low, high = spec.c_range
     values = np.logspace(low, high, (high - low) * per_decade + 1)
     return [float(f"{value:.6g}") for value in values]
+
+
+def classifier_spec(name: str) -> ClassifierSpec:
+    """The registry entry of a classifier or softmax-baseline name.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`REGISTRY`.
+
+    Returns
+    -------
+    ClassifierSpec
+
+    Examples
+    --------
+    >>> from featclf.pipelines import classifier_spec
+    >>> spec = classifier_spec("rbf_svm")
+    >>> spec.label, spec.color, spec.is_svm, spec.c_range
+    ('RBF SVM', 'tab:green', True, (-1, 3))
+    """
+    check_params({"name": [StrOptions(set(REGISTRY))]}, {"name": name}, "classifier_spec")
+    return REGISTRY[name]
 
 
 def make_classifier(name: str, C: float = 1.0, **kwargs: Any) -> Pipeline:
@@ -275,17 +355,41 @@ def make_classifier(name: str, C: float = 1.0, **kwargs: Any) -> Pipeline:
     >>> [type(make_classifier(n).named_steps["clf"]).__name__ for n in CLASSIFIERS]
     ['LinearSVC', 'LinearSVC', 'SVC', 'LogisticRegression']
     """
-    if name == "logistic":
-        return make_logistic(C, **kwargs)
-    kind = _ALIASES.get(name)
-    if kind is None:
-        hint = (
-            " The softmax head is the CNN itself: use featclf.SoftmaxClassifier."
-            if name == "softmax"
-            else ""
-        )
-        raise ValueError(
-            f"Unknown classifier {name!r}; valid names are {', '.join(map(repr, CLASSIFIERS))}."
-            + hint
-        )
-    return make_svm(kind, C, **kwargs)
+    try:
+        check_params({"name": [StrOptions(set(CLASSIFIERS))]}, {"name": name}, "make_classifier")
+    except InvalidParameterError as error:
+        if name in BASELINES:
+            raise InvalidParameterError(
+                f"{error} The softmax head is the CNN itself: use featclf.SoftmaxClassifier."
+            ) from None
+        raise
+    return REGISTRY[name].builder(C, **kwargs)
+
+
+#: Every name featclf reports, in report order: the softmax baselines, then the classifiers of
+#: deep features. The one place their labels, colours, builders and C ranges are written.
+REGISTRY: dict[str, ClassifierSpec] = {
+    spec.name: spec
+    for spec in (
+        ClassifierSpec("softmax", "softmax head", "black"),
+        # A transfer run's pre-trained network fine-tuned on the data (compare with weights=);
+        # "softmax" is then the network trained from scratch, still the reference.
+        ClassifierSpec("softmax_finetune", "fine-tuned softmax network", "tab:gray"),
+        ClassifierSpec("linear_svm", "linear SVM", "tab:blue", partial(make_svm, "linear"),
+                       (-3, 2), is_svm=True),
+        ClassifierSpec("crammer_singer_svm", "Crammer-Singer SVM", "tab:orange",
+                       partial(make_svm, "crammer_singer"), (-3, 2), is_svm=True),
+        ClassifierSpec("rbf_svm", "RBF SVM", "tab:green", partial(make_svm, "rbf"), (-1, 3),
+                       is_svm=True),
+        ClassifierSpec("logistic", "logistic regression", "tab:purple", make_logistic, (-3, 2)),
+    )
+}  # fmt: skip
+
+#: The classifier names :func:`make_classifier` accepts (and ``featclf.compare`` sweeps).
+CLASSIFIERS: tuple[str, ...] = tuple(n for n, s in REGISTRY.items() if s.builder is not None)
+
+#: The softmax baselines: the CNN's own head, trained from scratch or fine-tuned.
+BASELINES: tuple[str, ...] = tuple(n for n, s in REGISTRY.items() if s.builder is None)
+
+#: The ``kind`` values :func:`make_svm` accepts.
+SVM_KINDS: tuple[str, ...] = ("linear", "crammer_singer", "rbf")

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy.stats import binomtest, chi2
 from sklearn.utils import check_consistent_length, column_or_1d
+
+from featclf.params import Interval, check_params
 
 __all__ = [
     "BootstrapResult",
@@ -139,18 +142,23 @@ def mcnemar(
     return McNemarResult(b, c, float(statistic), float(chi2.sf(statistic, df=1)), "chi2-cc")
 
 
+_BOOTSTRAP_CONSTRAINTS = {
+    "n_resamples": [Interval(Integral, 1, None, closed="left")],
+    "confidence": [Interval(Real, 0, 1, closed="neither")],
+}
+
+
 def _bootstrap_mean(
     values: np.ndarray,
     *,
     n_resamples: int,
     confidence: float,
     random_state: int | np.random.Generator | None,
+    owner: str,
 ) -> BootstrapResult:
     """Percentile bootstrap interval of the mean of ``values`` (resampling its entries)."""
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}.")
-    if int(n_resamples) != n_resamples or n_resamples < 1:
-        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples!r}.")
+    check_params(_BOOTSTRAP_CONSTRAINTS, {"n_resamples": n_resamples, "confidence": confidence},
+                 owner)  # fmt: skip
     n = values.shape[0]
     if n == 0:
         raise ValueError("Cannot bootstrap an empty test set: y_true has no samples.")
@@ -226,8 +234,9 @@ def bootstrap_accuracy_diff(
     y_true, pred_a, pred_b = _paired(y_true, pred_a, pred_b)
     delta = (pred_a == y_true).astype(np.int8) - (pred_b == y_true).astype(np.int8)
     return _bootstrap_mean(
-        delta, n_resamples=n_resamples, confidence=confidence, random_state=random_state
-    )
+        delta, n_resamples=n_resamples, confidence=confidence, random_state=random_state,
+        owner="bootstrap_accuracy_diff",
+    )  # fmt: skip
 
 
 def bootstrap_accuracy_ci(
@@ -270,5 +279,6 @@ def bootstrap_accuracy_ci(
     y_true, pred = _paired(y_true, pred)
     correct = (pred == y_true).astype(np.int8)
     return _bootstrap_mean(
-        correct, n_resamples=n_resamples, confidence=confidence, random_state=random_state
-    )
+        correct, n_resamples=n_resamples, confidence=confidence, random_state=random_state,
+        owner="bootstrap_accuracy_ci",
+    )  # fmt: skip

@@ -230,7 +230,7 @@ def test_safetensors_with_wrong_shapes(tmp_path):
 def test_checkpoint_saved_for_another_zoo_model(tmp_path):
     save_checkpoint(tmp_path / "seed.pt", get_model("seed_cnn").state_dict(),
                     {"model": "seed_cnn"})
-    with pytest.raises(WeightsError, match="this checkpoint is for model 'seed_cnn'"):
+    with pytest.raises(WeightsError, match="is a checkpoint of model 'seed_cnn', not 'lenet5'"):
         get_model("lenet5", weights=tmp_path / "seed.pt")
 
 

@@ -8,6 +8,7 @@ per classifier, 2-fold cross-validation.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -20,10 +21,11 @@ from featclf.compare import (
     TIMING_COLUMNS,
     compare,
     load_data,
-    make_split,
     training_recipe,
 )
+from featclf.comparison import Comparison, ResultKey
 from featclf.data import load_digits_images, load_mnist5k
+from featclf.model_selection import make_split
 from featclf.pipelines import CLASSIFIERS
 from featclf.report import verdict, write_report
 from featclf.train import SoftmaxClassifier
@@ -51,18 +53,24 @@ def mnist600() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def results(mnist600) -> pd.DataFrame:
+def comparison(mnist600) -> Comparison:
     """The small experiment: lenet5 and seed_cnn, every classifier."""
     return compare(mnist600, **SMALL)
 
 
-def _histories(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
+@pytest.fixture(scope="module")
+def results(comparison) -> pd.DataFrame:
+    """Its results table."""
+    return comparison.results
+
+
+def _histories(comparison: Comparison) -> dict[tuple[str, str], pd.DataFrame]:
     """Per-epoch training histories without their timing column."""
-    return {key: pd.DataFrame(history).drop(columns="seconds")
-            for key, history in results.attrs["histories"].items()}  # fmt: skip
+    return {key: history.drop(columns="seconds")
+            for key, history in comparison.histories.items()}  # fmt: skip
 
 
-def _assert_same_training(a: pd.DataFrame, b: pd.DataFrame) -> None:
+def _assert_same_training(a: Comparison, b: Comparison) -> None:
     """Both runs trained the same networks: equal loss and accuracy in every epoch."""
     first, second = _histories(a), _histories(b)
     assert first.keys() == second.keys()
@@ -111,12 +119,12 @@ def test_every_row_has_accuracy_f1_interval_and_times(results):
     assert results.loc[~has_proba, "log_loss"].isna().all()
 
 
-def test_paired_statistics_compare_each_classifier_with_the_softmax_head(results):
-    y_true = np.asarray(results.attrs["y_true"])
+def test_paired_statistics_compare_each_classifier_with_the_softmax_head(comparison, results):
+    y_true = comparison.y_true
     for model, rows in results.groupby("model"):
         softmax = rows[rows["classifier"] == "softmax"].iloc[0]
         assert math.isnan(softmax["mcnemar_p"]) and math.isnan(softmax["diff_vs_softmax"])
-        softmax_pred = np.asarray(results.attrs["predictions"][f"{model}|penultimate|softmax"])
+        softmax_pred = comparison.predictions[ResultKey(model, "penultimate", "softmax")]
         assert np.mean(softmax_pred == y_true) == pytest.approx(softmax["accuracy"])
         others = rows[rows["classifier"] != "softmax"]
         assert others["mcnemar_p"].between(0, 1).all()
@@ -128,8 +136,7 @@ def test_paired_statistics_compare_each_classifier_with_the_softmax_head(results
         assert (others["diff_ci_low"] <= others["diff_vs_softmax"]).all()
         assert (others["diff_vs_softmax"] <= others["diff_ci_high"]).all()
         for _, row in others[others["selected"]].iterrows():
-            pred = np.asarray(results.attrs["predictions"][f"{model}|penultimate|"
-                                                           f"{row['classifier']}"])
+            pred = comparison.predictions[model, "penultimate", row["classifier"]]
             assert np.mean(pred == y_true) == pytest.approx(row["accuracy"])
 
 
@@ -141,8 +148,8 @@ def test_selected_C_is_the_cross_validation_choice_not_the_test_choice(results):
         assert rows["selected"].to_numpy().nonzero()[0][0] == best_cv
 
 
-def test_write_report_on_compare_results_writes_every_file(results, tmp_path):
-    paths = write_report(results, tmp_path / "report")
+def test_write_report_on_compare_results_writes_every_file(comparison, results, tmp_path):
+    paths = write_report(comparison, tmp_path / "report")
     assert set(paths) == {"results.csv", "report.md", "report.html", "accuracy.png",
                           "c_curve.png", "confusion_lenet5_penultimate.png",
                           "confusion_seed_cnn_penultimate.png"}  # fmt: skip
@@ -152,33 +159,44 @@ def test_write_report_on_compare_results_writes_every_file(results, tmp_path):
     assert len(written) == len(results)
     text = paths["report.md"].read_text(encoding="utf-8")
     assert "lenet5" in text and "seed_cnn" in text and "McNemar" in text
-    assert verdict(results).split(",")[0] in text
+    assert verdict(comparison).split(",")[0] in text
 
 
 # --------------------------------------------------------------------------- reproducibility
 
 
-def test_the_same_seed_reproduces_every_number_but_the_timings(results, mnist600):
+def test_the_same_seed_reproduces_every_number_but_the_timings(comparison, mnist600):
     again = compare(mnist600, **SMALL)
-    pd.testing.assert_frame_equal(results.drop(columns=list(TIMING_COLUMNS)),
-                                  again.drop(columns=list(TIMING_COLUMNS)))  # fmt: skip
-    for key in ("predictions", "y_true", "split", "classes", "config"):
-        assert again.attrs[key] == results.attrs[key], key
-    _assert_same_training(again, results)
+    _assert_same_report(comparison, again)
+    _assert_same_training(again, comparison)
+
+
+def _assert_same_report(a: Comparison, b: Comparison) -> None:
+    """Every number but the timings, every prediction, the split and the setup are equal."""
+    pd.testing.assert_frame_equal(a.results.drop(columns=list(TIMING_COLUMNS)),
+                                  b.results.drop(columns=list(TIMING_COLUMNS)))  # fmt: skip
+    assert a.predictions.keys() == b.predictions.keys()
+    for key, pred in a.predictions.items():
+        np.testing.assert_array_equal(b.predictions[key], pred, err_msg=str(key))
+    for part in ("train", "validation", "test"):
+        np.testing.assert_array_equal(getattr(a.split, part), getattr(b.split, part))
+    np.testing.assert_array_equal(a.y_true, b.y_true)
+    np.testing.assert_array_equal(a.classes, b.classes)
+    assert a.setup == b.setup
 
 
 # --------------------------------------------------------------------------- leakage
 
 
-def test_split_is_stratified_and_the_parts_are_disjoint(results, mnist600):
+def test_split_is_stratified_and_the_parts_are_disjoint(comparison, mnist600):
     _, y = mnist600
-    split = results.attrs["split"]
-    train, test = np.asarray(split["train"]), np.asarray(split["test"])
-    assert split["validation"] == []
+    split = comparison.split
+    train, test = split.train, split.test
+    assert len(split.validation) == 0
     assert not set(train) & set(test)
     assert sorted([*train, *test]) == list(range(len(y)))
     assert np.bincount(y[test]).tolist() == [12] * 10
-    assert results.attrs["y_true"] == y[test].tolist()
+    assert comparison.y_true.tolist() == y[test].tolist()
 
 
 def test_make_split_seed001_has_three_disjoint_stratified_parts():
@@ -193,17 +211,20 @@ def test_make_split_seed001_has_three_disjoint_stratified_parts():
     assert not np.array_equal(make_split(y, "seed001", random_state=4).test, parts.test)
 
 
-def test_test_images_never_reach_training_or_C_selection(results, mnist600):
+def test_test_images_never_reach_training_or_C_selection(comparison, results, mnist600):
     """Replace every test image by noise: training and C selection must not notice."""
     X, y = mnist600
-    test = np.asarray(results.attrs["split"]["test"])
+    test = comparison.split.test
     garbage = X.copy()
     garbage[test] = np.random.default_rng(1).integers(0, 256, size=X[test].shape, dtype=np.uint8)
-    noisy = compare((garbage, y), **SMALL)
+    noisy_run = compare((garbage, y), **SMALL)
+    noisy = noisy_run.results
 
-    assert noisy.attrs["split"] == results.attrs["split"]
+    for part in ("train", "validation", "test"):
+        np.testing.assert_array_equal(getattr(noisy_run.split, part),
+                                      getattr(comparison.split, part))  # fmt: skip
     # The networks trained identically (same loss and accuracy every epoch) ...
-    _assert_same_training(noisy, results)
+    _assert_same_training(noisy_run, comparison)
     # ... and cross-validation on the training features chose the same C with the same scores.
     pd.testing.assert_frame_equal(_training_columns(noisy), _training_columns(results))
     # The test images are what the test metrics measure: noise is classified near chance.
@@ -226,20 +247,20 @@ def mnist_checkpoint(tmp_path_factory, mnist600) -> str:
 
 def test_transfer_compares_frozen_features_with_scratch_and_fine_tuning(mnist_checkpoint):
     X, y = load_digits_images(return_X_y=True)
-    results = compare((X[:400], y[:400]), weights=mnist_checkpoint, classifiers=["logistic"],
-                      epochs=1, cv=2, c_grids=[1.0], n_resamples=100, dataset="digits")
+    run = compare((X[:400], y[:400]), weights=mnist_checkpoint, classifiers=["logistic"],
+                  epochs=1, cv=2, c_grids=[1.0], n_resamples=100, dataset="digits")
+    results = run.results
     assert results["model"].unique().tolist() == ["lenet5"]  # from the checkpoint
     assert results["classifier"].tolist() == ["softmax", "softmax_finetune", "logistic"]
     scratch, finetuned, logistic = (row for _, row in results.iterrows())
     assert finetuned["diff_vs_softmax"] == pytest.approx(finetuned["accuracy"]
                                                          - scratch["accuracy"])
     assert 0 <= logistic["mcnemar_p"] <= 1
-    config = results.attrs["config"]
-    assert config["pre-trained weights"] == {"lenet5": mnist_checkpoint}
-    assert set(results.attrs["histories"]) == {"lenet5|softmax", "lenet5|softmax_finetune"}
-    text = verdict(results)
+    assert run.setup["pre-trained weights"] == {"lenet5": mnist_checkpoint}
+    assert set(run.histories) == {("lenet5", "softmax"), ("lenet5", "softmax_finetune")}
+    text = verdict(run)
     assert "trained from scratch" in text and "Fine-tuning the pre-trained lenet5" in text
-    with pytest.raises(ValueError, match="checkpoint of 'lenet5'"):
+    with pytest.raises(ValueError, match="checkpoint of (model )?'lenet5', not 'seed_cnn'"):
         compare((X[:400], y[:400]), models=["seed_cnn"], weights=mnist_checkpoint)
 
 
@@ -251,26 +272,41 @@ def test_transfer_features_come_from_the_pretrained_network(mnist_checkpoint):
                 epochs=epochs, cv=2, c_grids=[1.0, 10.0], n_resamples=50)
         for epochs in (1, 2)
     ]  # fmt: skip
-    svm = [r[r["classifier"] == "rbf_svm"].reset_index(drop=True) for r in runs]
+    svm = [r.results[r.results["classifier"] == "rbf_svm"].reset_index(drop=True)
+           for r in runs]  # fmt: skip
     pd.testing.assert_frame_equal(svm[0][["C", "cv_accuracy", "accuracy"]],
                                   svm[1][["C", "cv_accuracy", "accuracy"]])  # fmt: skip
-    softmax = [r.loc[r["classifier"] == "softmax", "fit_time_s"].item() for r in runs]
+    softmax = [r.results.loc[r.results["classifier"] == "softmax", "fit_time_s"].item()
+               for r in runs]  # fmt: skip
     assert all(t > 0 for t in softmax)
-    assert len(runs[0].attrs["histories"]["lenet5|softmax"]["epoch"]) == 1
-    assert len(runs[1].attrs["histories"]["lenet5|softmax"]["epoch"]) == 2
+    assert len(runs[0].histories["lenet5", "softmax"]["epoch"]) == 1
+    assert len(runs[1].histories["lenet5", "softmax"]["epoch"]) == 2
 
 
 def test_layer_sweep_gives_one_group_per_layer(mnist600):
     X, y = mnist600
-    results = compare((X[:300], y[:300]), models=["lenet5"], layers=[None, "c5", "c3"],
-                      classifiers=["logistic"], epochs=1, cv=2, c_grids=[1.0],
-                      n_resamples=50)  # fmt: skip
+    run = compare((X[:300], y[:300]), models=["lenet5"], layers=[None, "c5", "c3"],
+                  classifiers=["logistic"], epochs=1, cv=2, c_grids=[1.0],
+                  n_resamples=50)  # fmt: skip
+    results = run.results
     assert results["layer"].unique().tolist() == ["penultimate", "c5", "c3"]
     features = results[results["classifier"] == "logistic"].set_index("layer")["n_features"]
     assert features.to_dict() == {"penultimate": 84, "c5": 120, "c3": 16}
     # One softmax network serves every layer: its row repeats with the same numbers.
     softmax = results[results["classifier"] == "softmax"]
     assert softmax["accuracy"].nunique() == 1 and len(softmax) == 3
+    # One extractor serves every layer: one extraction of the 300 images, not three.
+    extraction = run.timings[run.timings["phase"] == "extraction"]
+    assert extraction[["model", "layer", "n_computed", "n_reused"]].values.tolist() == [
+        ["lenet5", "penultimate,c5,c3", 300, 0]]  # fmt: skip
+    # ... and its features are each layer's own, as a one-layer extractor gives them.
+    logistic = results[results["classifier"] == "logistic"].set_index("layer")
+    alone = compare((X[:300], y[:300]), models=["lenet5"], layers=["c5"],
+                    classifiers=["logistic"], epochs=1, cv=2, c_grids=[1.0],
+                    n_resamples=50).results  # fmt: skip
+    alone = alone[alone["classifier"] == "logistic"].set_index("layer")
+    assert alone.loc["c5", "cv_accuracy"] == logistic.loc["c5", "cv_accuracy"]
+    assert alone.loc["c5", "accuracy"] == logistic.loc["c5", "accuracy"]
 
 
 # --------------------------------------------------------------------------- the command
@@ -306,6 +342,57 @@ def test_cli_compare_writes_a_report_directory(tmp_path, capsys):
     assert "lenet5/c5: logistic: choosing C" in printed.err
 
 
+def _without_timings(report_md: str) -> str:
+    """A report's Markdown without what measures time: the tables' last three columns (fit,
+    predict and extraction seconds) and the extraction speed in each group's note."""
+    lines = []
+    for line in report_md.splitlines():
+        if line.startswith("|"):
+            line = "|".join(line.split("|")[:-4]) + "|"
+        lines.append(re.sub(r"feature extraction \S+ s \([^)]*images/s\)", "extraction",
+                            line))  # fmt: skip
+    return "\n".join(lines)
+
+
+def test_cli_compare_twice_with_a_store_computes_nothing_the_second_time(tmp_path, capsys):
+    images = _digit_folder(tmp_path / "digits", n=120)
+    store = tmp_path / "store"
+    command = ["compare", "--data", str(images), "--model", "lenet5", "--layer", "penultimate",
+               "--layer", "c5", "--classifier", "logistic", "--epochs", "1", "--quick",
+               "--store", str(store)]  # fmt: skip
+    logs, outs = [], [tmp_path / "first", tmp_path / "second"]
+    for out in outs:
+        assert main([*command, "--out", str(out)]) == 0
+        logs.append(capsys.readouterr().err)
+    # 120 images (96 train + 24 test), both layers from one forward pass per batch.
+    assert "lenet5: feature vectors of 120 images: 120 computed, 0 reused" in logs[0]
+    assert "lenet5: feature vectors of 120 images: 0 computed, 120 reused" in logs[1]
+    first, second = (pd.read_csv(out / "results.csv") for out in outs)
+    assert set(first["layer"]) == {"penultimate", "c5"}
+    pd.testing.assert_frame_equal(first.drop(columns=list(TIMING_COLUMNS)),
+                                  second.drop(columns=list(TIMING_COLUMNS)))  # fmt: skip
+    reports = [(out / "report.md").read_text("utf-8") for out in outs]
+    assert f"feature store: {store}" in reports[0]
+    assert _without_timings(reports[0]) == _without_timings(reports[1])
+    for name in ("accuracy.png", "c_curve.png", "confusion_lenet5_c5.png"):
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+
+
+def test_compare_with_a_store_gives_the_numbers_of_a_run_without(tmp_path):
+    X, y = load_digits_images(return_X_y=True)
+    options = {"models": ["lenet5"], "classifiers": ["rbf_svm"], "epochs": 1, "cv": 2,
+               "c_grids": [1.0, 10.0], "n_resamples": 50}  # fmt: skip
+    plain = compare((X[:200], y[:200]), **options)
+    cached = compare((X[:200], y[:200]), store=tmp_path / "store", **options)
+    again = compare((X[:200], y[:200]), store=tmp_path / "store", **options)
+    extraction = [run.timings.set_index("phase").loc["extraction", ["n_computed", "n_reused"]]
+                  for run in (plain, cached, again)]  # fmt: skip
+    assert [e.tolist() for e in extraction] == [[200, 0], [200, 0], [0, 200]]
+    for run in (cached, again):
+        pd.testing.assert_frame_equal(plain.results.drop(columns=list(TIMING_COLUMNS)),
+                                      run.results.drop(columns=list(TIMING_COLUMNS)))  # fmt: skip
+
+
 def test_cli_reports_a_missing_data_folder_with_exit_code_2(tmp_path, capsys):
     code = main(["compare", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")])
     assert code == 2
@@ -324,8 +411,12 @@ def test_cli_reports_a_missing_data_folder_with_exit_code_2(tmp_path, capsys):
         ({"split": "seed002"}, "seed001"),
         ({"classifiers": ["softmax"]}, "classifiers"),
         ({"models": ["lenet6"]}, "lenet5"),
-        ({"cv": 1}, "cv=1"),
-        ({"layers": ["c5", "c5"]}, "twice"),
+        ({"cv": 1}, "The 'cv' parameter of compare must be an int in the range"),
+        ({"n_resamples": 0}, "The 'n_resamples' parameter of compare"),
+        ({"confidence": 1.5}, "The 'confidence' parameter of compare"),
+        ({"pooling": "mean"}, "The 'pooling' parameter of compare"),
+        ({"store": 3}, "The 'store' parameter of compare"),
+        ({"layers": ["c5", "c5"]}, "c5 named twice"),
         ({"models": ["lenet5"], "layers": ["c9"]}, "c5"),
         ({"c_grids": {"logistic": [0.0]}}, "positive"),
         ({"train_options": {"learning_rate": 0.1}}, "learning_rate"),

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from featclf.data import image_files, load_mnist5k
-from featclf.extract import DeepFeatureExtractor
+from featclf.extract import DeepFeatureExtractor, FeatureExtraction
 from featclf.models import get_model, save_checkpoint
 from featclf.store import FeatureStore
 
@@ -63,6 +63,8 @@ def test_ray_engine_matches_local_engine_and_store_is_shared(tmp_path, ray_local
     ext = DeepFeatureExtractor("lenet5", weights=tmp_path / "lenet5.pt").fit()
     job = extract_with_ray(files, ext, tmp_path / "store", actors=2, batch_size=32)
     assert (job.n_images, job.n_computed, job.n_reused, job.errors) == (240, 240, 0, [])
+    assert isinstance(job, FeatureExtraction) and job.actors == 2  # the one result type
+    assert job.indices.tolist() == list(range(240)) and job.images_per_second > 0
 
     reference = ext.transform(files)  # local engine, no store
     local = DeepFeatureExtractor("lenet5", weights=tmp_path / "lenet5.pt",
@@ -96,7 +98,7 @@ _JOB = textwrap.dedent("""
     import ray
     from featclf.data import ImagePreprocess, image_files
     from featclf.distributed import extract_with_ray
-    from featclf.extract import DeepFeatureExtractor
+    from featclf.extract import DeepFeatureExtractor, FeatureExtraction
 
     images, weights, store = sys.argv[1:4]
     ext = DeepFeatureExtractor("resnet18", weights=weights,

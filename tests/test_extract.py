@@ -9,6 +9,7 @@ decoding, preprocessing on the device) must give the same numbers.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import pickle
 import re
 import warnings
@@ -37,7 +38,7 @@ from featclf.extract import (
     SkippedImagesWarning,
 )
 from featclf.fingerprint import digest_json
-from featclf.models import get_model, save_checkpoint
+from featclf.models import get_model, load_network, save_checkpoint
 from featclf.models.weights import WeightsError
 
 TOL = 1e-4
@@ -77,13 +78,11 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, tol: float = TOL) -> 
 
 
 class FittedNet:
-    """The duck type the extractor accepts from a trainer: a fitted network in ``module_``."""
+    """The duck type the extractor accepts from a trainer: a fitted ``Network`` in ``network_``."""
 
     def __init__(self, module: nn.Module, preprocess=None, name=None, head=None) -> None:
-        self.module_ = module
-        self.preprocess_ = preprocess
-        self.model_name_ = name
-        self.head_ = head
+        self.network_ = dataclasses.replace(load_network(module), arch=name,
+                                            preprocess=preprocess, head=head)
 
 
 class FittedNetEstimator(BaseEstimator):
@@ -93,10 +92,8 @@ class FittedNetEstimator(BaseEstimator):
         self.net = net
 
     def fit(self, X=None, y=None):
-        self.module_ = self.net
-        self.preprocess_ = LENET_PRE
-        self.model_name_ = "lenet5"
-        self.head_ = "output"
+        self.network_ = dataclasses.replace(load_network(self.net), arch="lenet5",
+                                            preprocess=LENET_PRE, head="output")
         return self
 
 
@@ -251,10 +248,12 @@ def test_fitted_network_holder_as_model(lenet, digits):
         .model_fingerprint_
 
 
-def test_holder_without_preprocess_falls_back_to_the_registry(lenet, digits):
-    module, _ = lenet
-    ext = DeepFeatureExtractor(FittedNet(module, name="lenet5")).fit()
-    assert ext.preprocess_.to_dict() == LENET_PRE.to_dict()  # lenet5's registered preprocessing
+def test_holder_of_a_loaded_network_uses_its_preprocessing(lenet, digits):
+    _, path = lenet
+    holder = FittedNet(torch.nn.Identity())
+    holder.network_ = load_network("lenet5", path)
+    ext = DeepFeatureExtractor(holder).fit()
+    assert ext.preprocess_.to_dict() == LENET_PRE.to_dict()  # the checkpoint's preprocessing
     assert ext.n_features_out_ == 84
 
 
@@ -317,7 +316,8 @@ def test_jpeg_draft_decodes_large_photos_at_reduced_scale_and_keys_them_apart(re
     other = clone(full).set_params(store=store).fit().extract(paths)
     assert (first.n_computed, other.n_computed, other.n_reused) == (2, 2, 0)
     assert_close(other.features, a, tol=1e-5)
-    with pytest.raises(ValueError, match="jpeg_draft='yes' must be True or False"):
+    with pytest.raises(ValueError, match="The 'jpeg_draft' parameter of DeepFeatureExtractor "
+                       "must be an instance of 'bool'"):
         DeepFeatureExtractor("lenet5", jpeg_draft="yes").fit()
 
 
@@ -361,7 +361,7 @@ def test_store_answers_a_repeated_call_without_running_the_network(tmp_path, dig
     np.testing.assert_array_equal(first.features,
                                   DeepFeatureExtractor("lenet5").fit().transform(digits))
     ext = DeepFeatureExtractor("lenet5", store=tmp_path / "store").fit()
-    ext.feature_model_ = _MustNotRun()
+    ext.runner_.module = _MustNotRun()
     again = ext.extract(digits)
     assert (again.n_computed, again.n_reused) == (0, 6)
     np.testing.assert_array_equal(again.features, first.features)
@@ -413,15 +413,23 @@ def test_unknown_layer_error_lists_valid_names():
 
 
 def test_unknown_pooling_and_bad_arguments_are_named():
-    with pytest.raises(ValueError, match="pooling='mean' is not one of"):
+    def wording(name, must, got):
+        return re.escape(f"The '{name}' parameter of DeepFeatureExtractor must be {must}. "
+                         f"Got {got} instead.")
+
+    with pytest.raises(ValueError, match=r"The 'pooling' parameter of DeepFeatureExtractor "
+                       r"must be a str among \{.*\}. Got 'mean' instead."):
         DeepFeatureExtractor("lenet5", pooling="mean").fit()
-    with pytest.raises(ValueError, match="batch_size=0 must be 'auto' or an integer >= 1"):
+    batch = "an int in the range [1, inf) or a str among {'auto'}"
+    with pytest.raises(ValueError, match=wording("batch_size", batch, "0")):
         DeepFeatureExtractor("lenet5", batch_size=0).fit()
-    with pytest.raises(ValueError, match="batch_size='big' must be 'auto' or an integer"):
+    with pytest.raises(ValueError, match=wording("batch_size", batch, "'big'")):
         DeepFeatureExtractor("lenet5", batch_size="big").fit()
-    with pytest.raises(ValueError, match="on_error='ignore'"):
+    with pytest.raises(ValueError, match=r"The 'on_error' parameter of DeepFeatureExtractor "
+                       r"must be a str among \{'.*'\}. Got 'ignore' instead."):
         DeepFeatureExtractor("lenet5", on_error="ignore").fit()
-    with pytest.raises(ValueError, match="preprocess='imagenet' must be 'auto', None"):
+    with pytest.raises(ValueError, match="The 'preprocess' parameter of DeepFeatureExtractor "
+                       "must be .*Got 'imagenet' instead"):
         DeepFeatureExtractor("lenet5", preprocess="imagenet").fit()
 
 
@@ -600,9 +608,10 @@ def test_compiled_extractor_matches_eager_with_one_graph_and_pickles(lenet, lene
     assert_close(ext.transform(paths), features, tol=1e-4)
     assert counters["stats"]["unique_graphs"] == 1 and counters["frames"]["ok"] == 1
     copy_ = pickle.loads(pickle.dumps(ext))  # the compiled graph is not pickled
-    assert "_compiled" not in copy_.__dict__ and "_compiled" in ext.__dict__
+    assert copy_.runner_._compiled is None and ext.runner_._compiled is not None
     assert_close(copy_.transform(digits[:3]), features[:3], tol=1e-4)
-    with pytest.raises(ValueError, match="compile='yes' must be True or False"):
+    with pytest.raises(ValueError, match="The 'compile' parameter of DeepFeatureExtractor must "
+                       "be an instance of 'bool'"):
         DeepFeatureExtractor("lenet5", compile="yes").fit()
 
 

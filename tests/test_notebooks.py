@@ -1,5 +1,6 @@
-"""The example notebooks: built by ``tools/build_notebooks.py``, saved with the outputs of a real
-run, small enough for GitHub, and run top to bottom here with their ``QUICK = True`` settings."""
+"""The example notebooks: written as ``notebooks/src/<name>.py`` (jupytext percent format), built
+by ``tools/build_notebooks.py``, saved with the outputs of a real run, small enough for GitHub,
+and run top to bottom here with their ``QUICK = True`` settings."""
 
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ def _figures(nb: nbformat.NotebookNode) -> list[bytes]:
 
 def test_notebook_folder_holds_exactly_the_generated_notebooks():
     saved = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
-    assert saved == sorted(NAMES)
+    sources = sorted(p.stem for p in (NOTEBOOK_DIR / "src").glob("*.py"))
+    assert saved == sources == sorted(NAMES)
 
 
 def test_readme_links_every_notebook():
@@ -62,12 +64,16 @@ def test_readme_links_every_notebook():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_saved_notebook_has_the_generators_cells(name):
+def test_saved_notebook_has_the_cells_of_its_source(name):
     def shape(nb):
         return [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in nb.cells]
 
-    assert shape(_saved(name)) == shape(builder.build_notebook(name)), (
-        f"notebooks/{name}.ipynb differs from tools/build_notebooks.py: rebuild it with "
+    source = builder.build_notebook(name)
+    assert _code_cells(source) and len(source.cells) > len(_code_cells(source))  # text cells too
+    assert "jupytext" not in source.metadata  # the saved notebook carries the kernel only
+    assert _saved(name).metadata["kernelspec"]["name"] == builder.KERNEL_NAME
+    assert shape(_saved(name)) == shape(source), (
+        f"notebooks/{name}.ipynb differs from notebooks/src/{name}.py: rebuild it with "
         f"`python tools/build_notebooks.py {name}`")
 
 

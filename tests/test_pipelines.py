@@ -11,9 +11,12 @@ from sklearn.model_selection import GridSearchCV, train_test_split
 from sklearn.svm import SVC, LinearSVC
 
 from featclf.pipelines import (
+    BASELINES,
     CLASSIFIERS,
+    REGISTRY,
     SVM_KINDS,
     c_grid,
+    classifier_spec,
     make_classifier,
     make_logistic,
     make_svm,
@@ -136,8 +139,10 @@ def test_bad_kind_error_lists_the_valid_kinds():
 
 
 def test_unknown_classifier_name_is_refused_with_the_valid_names():
-    with pytest.raises(ValueError, match="'linear_svm', 'crammer_singer_svm'"):
+    with pytest.raises(ValueError, match="The 'name' parameter of make_classifier") as error:
         make_classifier("svm")
+    for name in CLASSIFIERS:
+        assert repr(name) in str(error.value)
     with pytest.raises(ValueError, match="SoftmaxClassifier"):
         make_classifier("softmax")
 
@@ -148,7 +153,7 @@ def test_whiten_without_pca_is_refused():
 
 
 def test_unknown_scale_is_refused():
-    with pytest.raises(ValueError, match="scale='minmax'"):
+    with pytest.raises(ValueError, match="The 'scale' parameter of make_logistic .* Got 'minmax'"):
         make_logistic(scale="minmax")
 
 
@@ -170,7 +175,40 @@ def test_c_grids_are_log_spaced_over_the_documented_ranges():
 
 
 def test_c_grid_for_unknown_kind_is_refused():
-    with pytest.raises(ValueError, match="No C grid for 'softmax'"):
+    with pytest.raises(ValueError, match="The 'kind' parameter of c_grid .* Got 'softmax'"):
         c_grid("softmax")
-    with pytest.raises(ValueError, match="per_decade"):
+    with pytest.raises(ValueError, match="The 'per_decade' parameter of c_grid .* Got 0"):
         c_grid("linear", per_decade=0)
+
+
+@pytest.mark.parametrize(
+    ("builder", "options", "name"),
+    [
+        (make_svm, {"C": 0.0}, "C"),
+        (make_svm, {"pca": -1}, "pca"),
+        (make_svm, {"max_iter": 0}, "max_iter"),
+        (make_logistic, {"l2_normalize": "yes"}, "l2_normalize"),
+    ],
+)
+def test_invalid_builder_parameters_get_scikit_learns_wording(builder, options, name):
+    value = next(iter(options.values()))
+    pattern = f"The '{name}' parameter of {builder.__name__} must be .* Got {value!r} instead."
+    with pytest.raises(ValueError, match=pattern):
+        builder(**options)
+
+
+def test_the_registry_names_every_reported_classifier_once():
+    assert CLASSIFIERS == ("linear_svm", "crammer_singer_svm", "rbf_svm", "logistic")
+    assert BASELINES == ("softmax", "softmax_finetune")
+    assert list(REGISTRY) == [*BASELINES, *CLASSIFIERS]
+    assert len({spec.color for spec in REGISTRY.values()}) == len(REGISTRY)
+    assert [n for n, spec in REGISTRY.items() if spec.is_svm] == [
+        "linear_svm", "crammer_singer_svm", "rbf_svm"]  # fmt: skip
+    for name in CLASSIFIERS:  # the registry's builder and C range are what the API uses
+        spec = classifier_spec(name)
+        assert type(spec.builder(2.0)[-1]) is type(make_classifier(name)[-1])
+        assert c_grid(name)[0] == 10.0 ** spec.c_range[0]
+        assert c_grid(name)[-1] == 10.0 ** spec.c_range[1]
+    assert classifier_spec("softmax").builder is None
+    with pytest.raises(ValueError, match="The 'name' parameter of classifier_spec"):
+        classifier_spec("svm")

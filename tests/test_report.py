@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from featclf.comparison import Comparison, ResultKey
 from featclf.pipelines import c_grid
 from featclf.report import SUMMARY_COLUMNS, summary_table, verdict, write_report
 
@@ -39,8 +40,8 @@ def noisy(y_true: np.ndarray, accuracy: float, seed: int) -> list[int]:
 
 def make_results(
     outcomes: dict[str, Outcome], *, layer: str = "penultimate", predictions: bool = True
-) -> pd.DataFrame:
-    """A results table shaped like featclf.compare.compare's, for the given models."""
+) -> Comparison:
+    """A Comparison shaped like featclf.compare.compare's, for the given models."""
     y_true = np.arange(N_TEST) % 10
     rows, preds = [], {}
     common = {"dataset": "mnist5k", "layer": layer, "n_train": 800, "n_test": N_TEST}
@@ -71,7 +72,7 @@ def make_results(
             "mcnemar_p": nan,
         }
         rows.append(softmax)
-        preds[f"{model}|{layer}|softmax"] = noisy(y_true, outcome.softmax, seed=m)
+        preds[ResultKey(model, layer, "softmax")] = noisy(y_true, outcome.softmax, seed=m)
         # The linear SVM is the best SVM; the RBF SVM and logistic regression trail it.
         for k, (classifier, best) in enumerate(
             [
@@ -110,9 +111,8 @@ def make_results(
                         "mcnemar_p": outcome.mcnemar_p if i == chosen else 0.5,
                     }
                 )
-            preds[f"{model}|{layer}|{classifier}"] = noisy(y_true, best, seed=10 * m + k + 1)
-    results = pd.DataFrame(rows)
-    results.attrs["config"] = {
+            preds[ResultKey(model, layer, classifier)] = noisy(y_true, best, seed=10 * m + k + 1)
+    setup = {
         "dataset": "mnist5k",
         "models": list(outcomes),
         "layers": [layer],
@@ -120,11 +120,8 @@ def make_results(
         "random_state": 0,
         "epochs": 15,
     }
-    results.attrs["classes"] = CLASSES
-    results.attrs["y_true"] = y_true.tolist()
-    if predictions:
-        results.attrs["predictions"] = preds
-    return results
+    return Comparison(pd.DataFrame(rows), predictions=preds if predictions else {},
+                      y_true=y_true, classes=np.asarray(CLASSES), setup=setup)  # fmt: skip
 
 
 NOT_SIGNIFICANT = Outcome(softmax=0.958, svm=0.963, diff_ci=(-0.004, 0.014), mcnemar_p=0.41)
@@ -234,7 +231,7 @@ def test_verdict_says_significantly_better_when_p_is_small_and_the_svm_won():
 
 def test_verdict_falls_back_to_the_interval_without_a_mcnemar_p():
     results = make_results({"lenet5": SIGNIFICANTLY_BETTER})
-    results["mcnemar_p"] = np.nan
+    results.results["mcnemar_p"] = np.nan
     text = verdict(results)
     assert "McNemar" not in text
     assert "significantly better than the softmax head (the 95% CI excludes zero)" in text
@@ -242,8 +239,9 @@ def test_verdict_falls_back_to_the_interval_without_a_mcnemar_p():
 
 def test_verdict_compares_the_best_svm_by_test_accuracy():
     results = make_results({"lenet5": NOT_SIGNIFICANT})
-    rbf = results["selected"] & (results["classifier"] == "rbf_svm")
-    results.loc[rbf, "accuracy"] = 0.99
+    table = results.results
+    rbf = table["selected"] & (table["classifier"] == "rbf_svm")
+    table.loc[rbf, "accuracy"] = 0.99
     assert verdict(results).startswith(
         "On mnist5k, the RBF SVM on lenet5's penultimate features reached 0.990 accuracy"
     )
@@ -274,11 +272,11 @@ def test_setup_section_prints_the_config(two_model_report):
 
 
 def test_results_csv_round_trips(two_model_report):
-    results, _, paths = two_model_report
+    comparison, _, paths = two_model_report
     loaded = pd.read_csv(paths["results.csv"])
-    assert list(loaded.columns) == list(results.columns)
+    assert list(loaded.columns) == list(comparison.results.columns)
     assert loaded["selected"].dtype == bool
-    pd.testing.assert_frame_equal(loaded, results, check_dtype=False)
+    pd.testing.assert_frame_equal(loaded, comparison.results, check_dtype=False)
 
 
 def test_missing_predictions_skip_the_confusion_plots(tmp_path):
@@ -288,7 +286,7 @@ def test_missing_predictions_skip_the_confusion_plots(tmp_path):
     assert not list(tmp_path.glob("confusion_*.png"))
 
 
-def test_minimal_table_without_attrs_still_gives_a_report(tmp_path):
+def test_a_bare_results_table_still_gives_a_report(tmp_path):
     results = pd.DataFrame(
         {
             "model": "m",
@@ -297,7 +295,7 @@ def test_minimal_table_without_attrs_still_gives_a_report(tmp_path):
             "accuracy": [0.5, 0.6],
         }
     )
-    paths = write_report(results, tmp_path, title="Tiny")
+    paths = write_report(Comparison(results), tmp_path, title="Tiny")
     assert set(paths) == {"results.csv", "report.md", "report.html", "accuracy.png"}
     text = paths["report.md"].read_text(encoding="utf-8")
     assert text.startswith("# Tiny\n")
@@ -324,24 +322,33 @@ def test_summary_table_lists_the_selected_rows_softmax_first():
 
 def test_several_datasets_in_one_report_are_refused(tmp_path):
     results = make_results({"lenet5": NOT_SIGNIFICANT})
-    results.loc[0, "dataset"] = "digits"
+    results.results.loc[0, "dataset"] = "digits"
     with pytest.raises(ValueError, match="one report per dataset"):
         write_report(results, tmp_path)
 
 
 def test_a_table_without_the_required_columns_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"lacks the column\(s\) \['accuracy'\]"):
-        write_report(pd.DataFrame({"model": ["m"], "layer": ["l"], "classifier": ["x"]}), tmp_path)
+        write_report(Comparison(pd.DataFrame({"model": ["m"], "layer": ["l"],
+                                              "classifier": ["x"]})), tmp_path)  # fmt: skip
+
+
+def test_a_bare_table_is_refused_with_how_to_wrap_it(tmp_path):
+    table = make_results({"lenet5": NOT_SIGNIFICANT}).results
+    for call in (lambda: write_report(table, tmp_path), lambda: verdict(table),
+                 lambda: summary_table(table)):  # fmt: skip
+        with pytest.raises(TypeError, match=r"Comparison\(results\)"):
+            call()
 
 
 def test_several_layers_of_one_model_get_one_section_and_one_panel_each(tmp_path):
     first = make_results({"resnet18": NOT_SIGNIFICANT}, layer="layer3")
     second = make_results({"resnet18": SIGNIFICANTLY_BETTER}, layer="layer4")
-    results = pd.concat([first, second], ignore_index=True)
-    results.attrs = dict(first.attrs)
-    results.attrs["predictions"] = {**first.attrs["predictions"], **second.attrs["predictions"]}
-    rbf = results["selected"] & (results["classifier"] == "rbf_svm")
-    results["selected"] = results["selected"].astype(object).where(~rbf, None)
+    table = pd.concat([first.results, second.results], ignore_index=True)
+    rbf = table["selected"] & (table["classifier"] == "rbf_svm")
+    table["selected"] = table["selected"].astype(object).where(~rbf, None)
+    results = Comparison(table, predictions={**first.predictions, **second.predictions},
+                         y_true=first.y_true, classes=first.classes, setup=first.setup)
     paths = write_report(results, tmp_path)
     assert {"confusion_resnet18_layer3.png", "confusion_resnet18_layer4.png"} <= set(paths)
     text = paths["report.md"].read_text(encoding="utf-8")

@@ -182,8 +182,11 @@ def test_perfect_classifier_has_accuracy_interval_one_to_one():
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"confidence": 1.0}, "confidence must be in"),
-        ({"n_resamples": 0}, "n_resamples must be a positive integer"),
+        ({"confidence": 1.0}, "The 'confidence' parameter of bootstrap_accuracy_diff must be a "
+                              r"float in the range \(0(\.0)?, 1(\.0)?\). Got 1.0 instead."),
+        ({"n_resamples": 0}, "The 'n_resamples' parameter of bootstrap_accuracy_diff must be an "
+                             r"int in the range \[1, inf\). Got 0 instead."),
+        ({"n_resamples": 2.5}, "The 'n_resamples' parameter of bootstrap_accuracy_diff"),
     ],
 )
 def test_invalid_bootstrap_options_are_refused(options, message):

@@ -1,4 +1,4 @@
-"""FeatureStore and extract_cached: keys, shards, crash leftovers, integrity, pruning, export.
+"""FeatureStore and cached_features: keys, shards, crash leftovers, integrity, pruning, export.
 
 The network is stood in for by a fixed random projection of the pixels (a real, deterministic
 computation on real images), so these tests exercise the store alone; the extractor-level and
@@ -7,12 +7,14 @@ command-line behaviour is in test_extract_job.py.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import pickle
 import shutil
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import warnings
@@ -27,16 +29,25 @@ from imagefile_helpers import write_image
 
 from featclf.data import image_files
 from featclf.data.inputs import as_image_source
-from featclf.store import FeatureStore, StoreError, _host, _new_writer_id, extract_cached
+from featclf.extract.cached import cached_features
+from featclf.params import InvalidParameterError
+from featclf.store import FeatureStore, StoreError
+from featclf.store._format import host, new_writer_id
 
 CONFIG = {"model": "projection", "layer": None, "pooling": "avg", "version": 1}
 
 
 class ProjectionCompute:
-    """``compute`` for extract_cached: pixels @ a fixed matrix, counting what it is asked for."""
+    """``compute`` for cached_features: pixels @ a fixed matrix, counting what it is asked for.
 
-    def __init__(self, dim: int = 8, batch_size: int = 16, on_error: str = "skip") -> None:
+    It yields one block, ``"penultimate"``; ``blocks`` adds ``"twice"`` (the same vectors x 2)
+    for the multi-block tests.
+    """
+
+    def __init__(self, dim: int = 8, batch_size: int = 16, on_error: str = "skip",
+                 blocks: tuple[str, ...] = ("penultimate",)) -> None:
         self.dim, self.batch_size, self.on_error = dim, batch_size, on_error
+        self.blocks = blocks
         self.calls: list[int] = []  # sizes of the sources it was called on
 
     def vectors(self, images) -> np.ndarray:
@@ -50,7 +61,15 @@ class ProjectionCompute:
         self.calls.append(len(source))
         for batch in source.iter_batches(batch_size=self.batch_size, preprocess=None,
                                          on_error=self.on_error):
-            yield batch.indices, self.vectors(batch.images), batch.errors
+            vectors = self.vectors(batch.images)
+            yield batch.indices, {b: vectors * (i + 1) for i, b in enumerate(self.blocks)}, \
+                batch.errors
+
+
+def cached(store, source, *, config: dict, compute, **kwargs):
+    """One block cached under ``config``: cached_features as the store's tests use it."""
+    return cached_features(source, compute, configs={"penultimate": config}, store=store,
+                           **kwargs)
 
 
 @pytest.fixture
@@ -108,7 +127,7 @@ def test_a_foreign_non_empty_directory_is_not_turned_into_a_store(tmp_path):
     # Another process creating the same store, caught between its mkdir and its rename:
     racing = tmp_path / "racing"
     racing.mkdir()
-    (racing / f".tmp-{_new_writer_id()}-featclf-store.json").write_text("{")
+    (racing / f".tmp-{new_writer_id()}-featclf-store.json").write_text("{")
     assert FeatureStore(racing).dtype == "float32"
 
 
@@ -116,8 +135,8 @@ def test_second_extraction_computes_nothing_and_never_calls_compute(tmp_path, di
     store = FeatureStore(tmp_path / "s")
     source = as_image_source(digits)
     compute = ProjectionCompute()
-    first = extract_cached(store, source, config=CONFIG, compute=compute)
-    again = extract_cached(FeatureStore(tmp_path / "s"), source, config=CONFIG, compute=compute)
+    first = cached(store, source, config=CONFIG, compute=compute)
+    again = cached(FeatureStore(tmp_path / "s"), source, config=CONFIG, compute=compute)
     assert (first.n_computed, first.n_reused) == (100, 0)
     assert (again.n_computed, again.n_reused) == (0, 100)
     assert compute.calls == [100]  # the second call did not touch the "network"
@@ -129,8 +148,8 @@ def test_second_extraction_computes_nothing_and_never_calls_compute(tmp_path, di
 def test_only_the_missing_inputs_are_computed(tmp_path, digits):
     store = FeatureStore(tmp_path / "s")
     compute = ProjectionCompute()
-    extract_cached(store, as_image_source(digits[20:60]), config=CONFIG, compute=compute)
-    result = extract_cached(store, as_image_source(digits), config=CONFIG, compute=compute)
+    cached(store, as_image_source(digits[20:60]), config=CONFIG, compute=compute)
+    result = cached(store, as_image_source(digits), config=CONFIG, compute=compute)
     assert compute.calls == [40, 60]
     assert (result.n_computed, result.n_reused) == (60, 40)
     np.testing.assert_allclose(result.features,
@@ -140,9 +159,9 @@ def test_only_the_missing_inputs_are_computed(tmp_path, digits):
 def test_changing_the_configuration_misses(tmp_path, digits):
     store = FeatureStore(tmp_path / "s")
     source = as_image_source(digits[:10])
-    extract_cached(store, source, config=CONFIG, compute=ProjectionCompute())
+    cached(store, source, config=CONFIG, compute=ProjectionCompute())
     for change in ({"layer": "c5"}, {"pooling": "max"}, {"model": "other"}):
-        result = extract_cached(store, source, config={**CONFIG, **change},
+        result = cached(store, source, config={**CONFIG, **change},
                                 compute=ProjectionCompute())
         assert result.n_reused == 0, change
     assert len(store.configs()) == 4
@@ -151,7 +170,7 @@ def test_changing_the_configuration_misses(tmp_path, digits):
 def test_duplicate_images_in_one_input_are_stored_once(tmp_path, digits):
     store = FeatureStore(tmp_path / "s")
     images = np.concatenate([digits[:5], digits[:5]])
-    result = extract_cached(store, as_image_source(images), config=CONFIG,
+    result = cached(store, as_image_source(images), config=CONFIG,
                             compute=ProjectionCompute())
     np.testing.assert_array_equal(result.features[:5], result.features[5:])
     assert store.info()[0].vectors == 5 and store.info()[0].duplicates == 0
@@ -160,14 +179,14 @@ def test_duplicate_images_in_one_input_are_stored_once(tmp_path, digits):
 def test_renamed_file_hits_and_export_shows_its_new_path(tmp_path, png_dir):
     store = FeatureStore(tmp_path / "s")
     files = image_files(png_dir)
-    first = extract_cached(store, as_image_source(files), config=CONFIG,
+    first = cached(store, as_image_source(files), config=CONFIG,
                            compute=ProjectionCompute(), labels=files.labels)
     moved = tmp_path / "moved" / "renamed.png"
     moved.parent.mkdir()
     shutil.move(files.paths[3], moved)
     paths = [*files.paths[:3], str(moved), *files.paths[4:]]
     compute = ProjectionCompute()
-    again = extract_cached(store, as_image_source(paths), config=CONFIG, compute=compute)
+    again = cached(store, as_image_source(paths), config=CONFIG, compute=compute)
     assert (again.n_computed, again.n_reused) == (0, 30) and compute.calls == []
     np.testing.assert_array_equal(again.features, first.features)
     with np.load(store.export(tmp_path / "out.npz")) as npz:
@@ -182,13 +201,13 @@ def test_unreadable_files_are_reported_and_not_cached(tmp_path, png_dir):
     broken.write_bytes(b"\x89PNG not really")
     paths = [*image_files(png_dir).paths, str(tmp_path / "missing.png")]
     store = FeatureStore(tmp_path / "s")
-    result = extract_cached(store, as_image_source(paths), config=CONFIG,
+    result = cached(store, as_image_source(paths), config=CONFIG,
                             compute=ProjectionCompute(on_error="skip"), on_error="skip")
     assert sorted(e.source for e in result.errors) == sorted([str(broken), paths[-1]])
     assert len(result.features) == len(paths) - 2 == result.n_computed
     assert {int(e.index) for e in result.errors} == {paths.index(str(broken)), len(paths) - 1}
     assert not set(result.indices) & {e.index for e in result.errors}
-    again = extract_cached(store, as_image_source(paths), config=CONFIG,
+    again = cached(store, as_image_source(paths), config=CONFIG,
                            compute=ProjectionCompute(on_error="skip"), on_error="skip")
     assert again.n_reused == len(paths) - 2 and again.n_computed == 0
     assert len(again.errors) == 2
@@ -199,11 +218,11 @@ def test_raise_on_error_keeps_the_shards_already_written(tmp_path, png_dir):
     (png_dir / "bad.png").write_bytes(b"junk")
     store = FeatureStore(tmp_path / "s", shard_rows=8)
     with pytest.raises(ValueError, match="bad.png"):
-        extract_cached(store, as_image_source([*paths, str(png_dir / "bad.png")]),
+        cached(store, as_image_source([*paths, str(png_dir / "bad.png")]),
                        config=CONFIG, compute=ProjectionCompute(batch_size=8, on_error="skip"),
                        on_error="raise")
     assert store.info()[0].vectors == 24  # three full batches went in before the bad one
-    result = extract_cached(store, as_image_source(paths), config=CONFIG,
+    result = cached(store, as_image_source(paths), config=CONFIG,
                             compute=ProjectionCompute())
     assert (result.n_reused, result.n_computed) == (24, 6)
 
@@ -211,7 +230,7 @@ def test_raise_on_error_keeps_the_shards_already_written(tmp_path, png_dir):
 def test_flipped_bytes_are_named_by_verify_and_never_returned(tmp_path, digits):
     store = FeatureStore(tmp_path / "s", shard_rows=25)
     source = as_image_source(digits)
-    first = extract_cached(store, source, config=CONFIG, compute=ProjectionCompute())
+    first = cached(store, source, config=CONFIG, compute=ProjectionCompute())
     truth, digests = first.features, first.digests
     assert store.get(CONFIG, digests)[0].all()  # every shard read (and checked) once here
     time.sleep(0.02)  # file times tick coarsely: let the damage get a new mtime
@@ -228,7 +247,7 @@ def test_flipped_bytes_are_named_by_verify_and_never_returned(tmp_path, digits):
     assert found.sum() == 75
     np.testing.assert_array_equal(got, truth[found])
     compute = ProjectionCompute()  # the damaged vectors are recomputed, the rest read
-    result = extract_cached(FeatureStore(store.root), source, config=CONFIG, compute=compute)
+    result = cached(FeatureStore(store.root), source, config=CONFIG, compute=compute)
     assert compute.calls == [25] and result.n_reused == 75
     np.testing.assert_array_equal(result.features, truth)
     pruned = store.prune()
@@ -252,7 +271,7 @@ def _dead_writer_name() -> str:
     """A writer id of a process that has exited (its pid is free)."""
     pid = subprocess.run([sys.executable, "-S", "-c", "import os; print(os.getpid())"],
                          capture_output=True, text=True, check=True).stdout.strip()
-    return f"{_host()}-{pid}-abc123"
+    return f"{host()}-{pid}-abc123"
 
 
 def test_crash_leftovers_are_invisible_and_pruned(tmp_path, rng):
@@ -264,7 +283,7 @@ def test_crash_leftovers_are_invisible_and_pruned(tmp_path, rng):
     np.save(ns / f"shard-{dead}-000000.npy", np.ones((1, 3), np.float32))
     # killed while writing: a temporary file
     (ns / f".tmp-{dead}-shard-{dead}-000001.npy").write_bytes(b"half")
-    live = f".tmp-{_new_writer_id()}-shard-in-flight.npy"  # a writer that is running (us)
+    live = f".tmp-{new_writer_id()}-shard-in-flight.npy"  # a writer that is running (us)
     (ns / live).write_bytes(b"being written")
     assert store.get(CONFIG, ["a"])[0].all() and store.verify().ok
     report = store.prune()
@@ -324,7 +343,7 @@ def test_prune_removes_a_configuration(tmp_path, rng):
 def test_export_parquet_carries_paths_labels_and_config(tmp_path, png_dir):
     store = FeatureStore(tmp_path / "s")
     files = image_files(png_dir)
-    result = extract_cached(store, as_image_source(files), config=CONFIG,
+    result = cached(store, as_image_source(files), config=CONFIG,
                             compute=ProjectionCompute(), labels=files.labels)
     table = pq.read_table(store.export(tmp_path / "out.parquet"))
     assert table.num_rows == 30
@@ -410,3 +429,99 @@ def test_threads_reading_while_shards_arrive_get_the_right_vectors(tmp_path):
     for t in threads:
         t.join()
     assert errors == [] and store.get(CONFIG, digests)[0].all()
+
+
+PACKAGE = Path(__file__).resolve().parents[1] / "featclf"
+NOT_IN_THE_STORE = ("torch", "featclf.data", "featclf.extract", "featclf.models")
+
+
+def test_store_imports_neither_torch_nor_the_image_layer():
+    # Its own imports, wherever they sit (module level or inside a function):
+    for module in sorted((PACKAGE / "store").glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            assert not [n for n in names if n == "torch" or n.startswith(NOT_IN_THE_STORE)], \
+                (module.name, names)
+    # What importing and using it loads, in a fresh interpreter: a put and a get (which hash
+    # the configuration into its key) load neither torch nor the image layer.
+    code = textwrap.dedent(f"""
+        import sys, tempfile
+        import numpy as np
+        import featclf.store
+        store = featclf.store.FeatureStore(tempfile.mkdtemp())
+        store.put({{"layer": "c5"}}, ["d0"], np.ones((1, 3)))
+        assert store.get({{"layer": "c5"}}, ["d0"])[0].all()
+        print(sorted(m for m in sys.modules if m == "torch" or m.startswith(("torch.",
+                                                                              *{NOT_IN_THE_STORE[1:]!r}))))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_several_blocks_are_reused_only_when_every_block_is_stored(tmp_path, digits):
+    store = FeatureStore(tmp_path / "s")
+    source = as_image_source(digits[:40])
+    configs = {"penultimate": CONFIG, "twice": {**CONFIG, "layer": "twice"}}
+    compute = ProjectionCompute(blocks=("penultimate", "twice"))
+    first = cached_features(source, compute, configs=configs, store=store)
+    assert first.blocks == {"penultimate": slice(0, 8), "twice": slice(8, 16)}
+    np.testing.assert_allclose(first.block("twice"), 2 * first.block("penultimate"))
+    assert len(store.configs()) == 2  # each block under its own configuration
+    # One block alone is found in its own namespace:
+    alone = cached(store, source, config=CONFIG, compute=ProjectionCompute())
+    assert (alone.n_computed, alone.n_reused) == (0, 40)
+    np.testing.assert_array_equal(alone.features, first.block("penultimate"))
+    # Blocks in another order: the same vectors, the columns in the configs' order.
+    swapped = cached_features(source, compute, configs=dict(reversed(configs.items())),
+                              store=store)
+    assert compute.calls == [40] and swapped.n_reused == 40
+    np.testing.assert_array_equal(swapped.block("twice"), first.block("twice"))
+    assert swapped.blocks == {"twice": slice(0, 8), "penultimate": slice(8, 16)}
+    # A third block stored for half the images: the other half is computed (every block).
+    third = {**CONFIG, "layer": "thrice"}
+    compute3 = ProjectionCompute(blocks=("penultimate", "twice", "thrice"))
+    cached_features(as_image_source(digits[:20]), ProjectionCompute(blocks=("thrice",)),
+                    configs={"thrice": third}, store=store)
+    mixed = cached_features(source, compute3, configs={**configs, "thrice": third}, store=store)
+    assert (mixed.n_computed, mixed.n_reused) == (20, 20) and compute3.calls == [20]
+    np.testing.assert_allclose(mixed.features[:, :16], first.features, rtol=1e-6)
+    np.testing.assert_allclose(mixed.block("thrice")[:20], first.block("penultimate")[:20])
+    np.testing.assert_allclose(mixed.block("thrice")[20:], 3 * first.block("penultimate")[20:],
+                               rtol=1e-6)
+
+
+def test_without_a_store_every_vector_is_computed_and_nothing_is_written(tmp_path, digits):
+    source = as_image_source(digits[:30])
+    compute = ProjectionCompute(blocks=("penultimate", "twice"))
+    result = cached_features(source, compute, configs={"penultimate": CONFIG, "twice": {}})
+    assert (result.n_computed, result.n_reused, result.digests) == (30, 0, [])
+    np.testing.assert_allclose(result.block("penultimate"), compute.vectors(source.images),
+                               rtol=1e-6)
+    assert result.indices.tolist() == list(range(30)) and compute.calls == [30]
+    broken = [tmp_path / "a.png", tmp_path / "b.png"]
+    for path in broken:
+        path.write_bytes(b"not an image")
+    empty = cached_features(as_image_source([str(p) for p in broken]), compute,
+                            configs={"penultimate": CONFIG, "twice": {}}, on_error="skip",
+                            widths={"penultimate": 8, "twice": 8})
+    assert empty.features.shape == (0, 16) and empty.blocks["twice"] == slice(8, 16)
+    assert [e.index for e in empty.errors] == [0, 1] and empty.n_images == 2
+
+
+def test_invalid_parameters_get_scikit_learns_wording(tmp_path, digits):
+    with pytest.raises(InvalidParameterError, match="The 'on_error' parameter of "
+                       "cached_features must be a str among"):
+        cached(None, as_image_source(digits[:2]), config=CONFIG, compute=ProjectionCompute(),
+               on_error="ignore")
+    with pytest.raises(InvalidParameterError, match="The 'dtype' parameter of FeatureStore "
+                       "must be a str among"):
+        FeatureStore(tmp_path / "s", dtype="float64")
+    with pytest.raises(InvalidParameterError, match="The 'shard_rows' parameter of "
+                       r"FeatureStore must be an int in the range \[1, inf\)"):
+        FeatureStore(tmp_path / "s", shard_rows=0)

@@ -16,14 +16,13 @@ from torch import nn
 from featclf.cli import main as featclf_main
 from featclf.data import ImagePreprocess, image_files, load_digits_images, load_mnist5k
 from featclf.data.transforms import IMAGENET_MEAN, IMAGENET_STD, MNIST_MEAN
+from featclf.model_selection import split_indices, split_train_test
 from featclf.models import get_model, read_checkpoint, save_checkpoint
 from featclf.models.weights import WeightsError
 from featclf.train import (
     HISTORY_COLUMNS,
     SoftmaxClassifier,
     lr_factor,
-    split_indices,
-    split_train_test,
 )
 
 
@@ -205,14 +204,20 @@ def test_early_stopping_restores_the_best_epoch(digits):
 
 
 @pytest.mark.parametrize("params, match", [
-    ({"optimizer": "rmsprop"}, "optimizer='rmsprop' is not one of"),
-    ({"epochs": 0}, "epochs must be a positive int"),
-    ({"early_stopping": True}, "pass None/False or a patience"),
+    ({"optimizer": "rmsprop"}, r"The 'optimizer' parameter of SoftmaxClassifier must be a "
+                               r"str among \{.*\}. Got 'rmsprop' instead."),
+    ({"epochs": 0}, r"The 'epochs' parameter of SoftmaxClassifier must be an int in the range "
+                    r"\[1, inf\). Got 0 instead."),
+    ({"epochs": True}, r"The 'epochs' parameter of SoftmaxClassifier .* Got True instead."),
+    ({"lr": float("nan")}, r"The 'lr' parameter of SoftmaxClassifier .* Got nan instead."),
+    ({"early_stopping": True}, r"The 'early_stopping' parameter of SoftmaxClassifier must be "
+                               r"None, .*Got True instead."),
     ({"early_stopping": 3, "validation_fraction": 0}, "set validation_fraction > 0"),
-    ({"validation_fraction": 1.0}, r"validation_fraction must be in \[0, 1\)"),
-    ({"augment": "heavy"}, "augment='heavy'"),
+    ({"validation_fraction": 1.0}, r"The 'validation_fraction' parameter of SoftmaxClassifier "
+                                   r"must be a float in the range \[0.0, 1.0\). Got 1.0"),
+    ({"augment": "heavy"}, r"The 'augment' parameter of SoftmaxClassifier .*Got 'heavy'"),
     ({"model": "resnt18"}, "Did you mean 'resnet18'"),
-    ({"model": 3}, "model must be a zoo name"),
+    ({"model": 3}, "model=3 is not a network"),
 ])
 def test_bad_parameters_are_named_in_the_error(params, match, digits):
     X, y = digits
@@ -269,7 +274,7 @@ def test_image_files_train_like_the_same_pixels_in_memory(tmp_path, digits, monk
     from_array = SoftmaxClassifier(**params).fit(X, y)
     np.testing.assert_array_equal(from_files.predict_proba(files), from_array.predict_proba(X))
     # Too big for memory: decoded again every epoch, in the same shuffled order.
-    monkeypatch.setattr("featclf.train.IN_MEMORY_LIMIT_BYTES", 0)
+    monkeypatch.setattr("featclf.train.loop.IN_MEMORY_LIMIT_BYTES", 0)
     streamed = SoftmaxClassifier(**params).fit(files, files.labels)
     np.testing.assert_allclose(streamed.predict_proba(files), from_array.predict_proba(X),
                                atol=1e-6)

@@ -100,9 +100,9 @@ def test_fit_returns_self_and_leaves_parameters_unchanged(flat_digits):
     assert clf.fit(X[:100], y[:100]) is clf
     assert {k: pickle.dumps(v) for k, v in clf.get_params().items()} == before
     public = {k for k in vars(clf) if not k.startswith("_")}
-    assert public - set(before) <= {"classes_", "module_", "history_", "model_name_", "head_",
-                                    "preprocess_", "n_epochs_", "n_features_in_",
-                                    "skipped_"}
+    assert public - set(before) <= {"classes_", "module_", "network_", "history_",
+                                    "model_name_", "head_", "preprocess_", "n_epochs_",
+                                    "n_features_in_", "skipped_"}
 
 
 def test_pickle_round_trip_predicts_the_same(fitted, flat_digits):

@@ -13,10 +13,14 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from featclf.pipelines import CLASSIFIERS, c_grid
+
+if TYPE_CHECKING:  # the command imports featclf.compare (and torch) only when it runs
+    from featclf.comparison import Comparison
 
 #: What ``--quick`` changes: a smoke run in well under a minute.
 QUICK = {"epochs": 3, "cv": 2, "n_resamples": 500}
@@ -73,6 +77,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", default=None, metavar="auto|ray://HOST:10001",
                    help="Ray cluster to join with --engine ray (default: start a local one)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--store", metavar="DIR",
+                   help="feature store: every extraction reads its vectors from DIR and "
+                   "writes the missing ones, so a second identical run computes none (the "
+                   "networks are still trained, with the same seed)")  # fmt: skip
     p.add_argument("--random-state", type=int, default=0, help="seed of everything (default 0)")
     p.add_argument("--quick", action="store_true",
                    help=f"smoke run: {QUICK['epochs']} epochs, {QUICK['cv']}-fold CV, every "
@@ -151,11 +159,11 @@ def run(args: argparse.Namespace) -> int:
         engine = ray_joblib_backend(args.address)
         n_jobs = -1 if n_jobs == 1 else n_jobs
     with engine:
-        results = _run_compare(args, options, n_jobs)
-    return _finish(args, results, started)
+        comparison = _run_compare(args, options, n_jobs)
+    return _finish(args, comparison, started)
 
 
-def _run_compare(args: argparse.Namespace, options: dict, n_jobs: int) -> pd.DataFrame:
+def _run_compare(args: argparse.Namespace, options: dict, n_jobs: int) -> Comparison:
     from featclf.compare import compare
 
     return compare(
@@ -173,22 +181,24 @@ def _run_compare(args: argparse.Namespace, options: dict, n_jobs: int) -> pd.Dat
         device=args.device,
         random_state=args.random_state,
         progress=True,
+        store=args.store,
         **options,
     )
 
 
-def _finish(args: argparse.Namespace, results: pd.DataFrame, started: float) -> int:
+def _finish(args: argparse.Namespace, comparison: Comparison, started: float) -> int:
     """Write the report and print the summary table, the verdict and the total time."""
     from featclf.report import summary_table, verdict, write_report
 
-    out = Path(args.out) if args.out else Path("artifacts", "reports", results["dataset"].iloc[0])
-    paths = write_report(results, out, title=args.title)
+    dataset = comparison.results["dataset"].iloc[0]
+    out = Path(args.out) if args.out else Path("artifacts", "reports", dataset)
+    paths = write_report(comparison, out, title=args.title)
     elapsed = time.perf_counter() - started
 
     print()
-    print(_format_summary(summary_table(results)))
+    print(_format_summary(summary_table(comparison)))
     print()
-    print(textwrap.fill(verdict(results), width=100))
+    print(textwrap.fill(verdict(comparison), width=100))
     print()
     print(f"report: {out}/ ({', '.join(sorted(paths))})")
     minutes, seconds = divmod(elapsed, 60)

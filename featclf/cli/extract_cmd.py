@@ -15,7 +15,7 @@ from pathlib import Path
 from featclf.data import ImageDecodeError, image_files
 from featclf.data.inputs import as_image_source
 from featclf.models.head import POOLINGS
-from featclf.store import DTYPES, FeatureStore, extract_cached, write_error_manifest
+from featclf.store import DTYPES, FeatureStore
 
 #: Where extraction runs: in this process, or on a Ray cluster (featclf.distributed).
 ENGINES = ("local", "ray")
@@ -54,10 +54,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="autocast precision (default: fp32 on CPU, bf16 on CUDA)")
     p.add_argument("--compile", action="store_true",
                    help="run the network through torch.compile: pays a one-off compilation "
-                   "(seconds to a minute), then 1.1-1.2x faster on CPU; for long jobs")
+                   "(seconds to a minute), then runs faster; for long jobs")
     p.add_argument("--jpeg-draft", action="store_true",
                    help="decode JPEGs at 1/2-1/8 scale (still at least twice the model's "
-                   "resize): about 4x faster on camera photos, pixels differ slightly")
+                   "resize): much faster on camera photos, pixels differ slightly")
     p.add_argument("--on-error", default="raise", choices=("raise", "skip"),
                    help="an unreadable image stops the job (raise, the default) or is listed "
                    "in the error manifest and skipped (skip)")
@@ -116,6 +116,7 @@ def _extract_ray(extractor, store: FeatureStore, files, args: argparse.Namespace
 def run(args: argparse.Namespace) -> int:
     """Extract into the store and print a summary; 0 on success (skipped images included)."""
     from featclf.extract import DeepFeatureExtractor
+    from featclf.extract.cached import cached_features, write_error_manifest
 
     _check_args(args)
     started = time.perf_counter()
@@ -128,14 +129,15 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress, compile=args.compile,
         jpeg_draft=args.jpeg_draft).fit()
     source = as_image_source(files)
-    config = extractor.cache_config_(source)
+    configs = extractor.cache_configs_(source)
     try:
         if args.engine == "ray":
             result = _extract_ray(extractor, store, files, args)
-        else:  # local: stream the vectors into the store from this process
-            result = extract_cached(store, source, config=config,
-                                    compute=extractor.iter_features, on_error=args.on_error,
-                                    progress=not args.no_progress, labels=files.labels)
+        else:  # local: the extractor's own loop, plus the labels kept for export
+            result = cached_features(source, extractor.iter_features, configs=configs,
+                                     store=store, on_error=args.on_error,
+                                     progress=not args.no_progress, desc="extract",
+                                     widths=extractor.feature_blocks_, labels=files.labels)
     except ImageDecodeError as exc:
         reason = exc.reason.split(" (pass on_error=")[0]
         raise ValueError(f"cannot read image {exc.path!r}: {reason}. The vectors computed so far "
@@ -147,10 +149,11 @@ def run(args: argparse.Namespace) -> int:
         manifest = write_error_manifest(args.errors or Path(args.store) / "errors.csv",
                                         result.errors)
     layer = args.layer or "penultimate layer"
+    keys = ", ".join(store.config_key(config)[:12] for config in configs.values())
     n = len(files)
     print(f"featclf extract: {n} images, {extractor.model_name_ or args.model} {layer} "
           f"({args.pooling} pooling, {extractor.precision_} on {extractor.device_}) -> "
-          f"{store.root} [config {store.config_key(config)[:12]}]")
+          f"{store.root} [config {keys}]")
     print(f"  computed  {result.n_computed:>8}")
     print(f"  reused    {result.n_reused:>8}")
     skipped = f"  skipped   {len(result.errors):>8}"

@@ -1,8 +1,9 @@
 """``featclf train``: train a zoo CNN end to end (softmax) and save a checkpoint.
 
-The data is split with :func:`featclf.train.split_train_test` (stratified, ``--test-size``,
-``--random-state``), the split ``featclf compare`` uses too; the network trains on the train part
-(minus its validation fraction) and the summary reports accuracy on the held-out test part.
+The data is split with :func:`featclf.model_selection.split_train_test` (stratified,
+``--test-size``, ``--random-state``), the split ``featclf compare`` uses too; the network trains
+on the train part (minus its validation fraction) and the summary reports accuracy on the
+held-out test part.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import time
 from pathlib import Path
 
 from featclf.data import image_files, load_digits_images, load_mnist5k
-from featclf.train import OPTIMIZERS, SoftmaxClassifier, split_train_test
+from featclf.model_selection import split_train_test
+from featclf.train import OPTIMIZERS, SoftmaxClassifier
 
 BUILTIN_DATA = {"mnist5k": load_mnist5k, "digits": load_digits_images}
 

@@ -11,7 +11,7 @@ there.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -255,3 +255,70 @@ def as_size(size: int | Sequence[int]) -> tuple[int, int]:
     ((28, 28), (32, 48))
     """
     return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+class ScaleToUnit:
+    """Preprocessing for a network featclf knows nothing about: uint8 ``0-255`` → float ``[0, 1]``.
+
+    Float images pass unchanged (as float32). This is what ``preprocess="auto"`` means for an
+    ``nn.Module`` given without preprocessing information: no resizing, no normalisation.
+
+    Examples
+    --------
+    >>> ScaleToUnit()(torch.full((1, 1, 2, 2), 255, dtype=torch.uint8)).max().item()
+    1.0
+    """
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype == torch.uint8:
+            return images.float().div_(255.0)
+        return images.float()
+
+    def to_dict(self) -> dict:
+        """JSON-able description (used in cache keys)."""
+        return {"scale_uint8_to_unit": True}
+
+    def __repr__(self) -> str:
+        return "ScaleToUnit()"
+
+
+class CastToFloat32:
+    """``preprocess=None``: images reach the network unchanged except for the dtype (float32).
+
+    Examples
+    --------
+    >>> CastToFloat32()(torch.full((1, 1, 2, 2), 255, dtype=torch.uint8)).max().item()
+    255.0
+    """
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return images.float()
+
+    def to_dict(self) -> dict:
+        """JSON-able description (used in cache keys)."""
+        return {"cast": "float32"}
+
+    def __repr__(self) -> str:
+        return "CastToFloat32()"
+
+
+def describe_preprocess(preprocess: Callable | None) -> dict | str | None:
+    """A JSON-able description of a preprocessing callable, for cache keys and reports.
+
+    ``ImagePreprocess`` (and featclf's own callables) describe themselves with ``to_dict()``;
+    any other callable is described by its ``repr``: give it a stable, informative repr (a
+    dataclass, say) if its cached features should be found again in a later process.
+
+    Examples
+    --------
+    >>> describe_preprocess(None) is None
+    True
+    >>> describe_preprocess(ImagePreprocess(28, 1, (0.5,), (0.5,)))["size"]
+    [28, 28]
+    """
+    if preprocess is None:
+        return None
+    to_dict = getattr(preprocess, "to_dict", None)
+    if callable(to_dict):
+        return to_dict()
+    return repr(preprocess)

@@ -1,36 +1,42 @@
-"""Networks by name: featclf's seed models and every torchvision classifier.
+"""Networks by name, file or object: one :func:`load_network`, one :class:`Network`.
+
+featclf's own digit networks (``lenet5``, ``seed_cnn``) are registered by name; every
+torchvision classification model is available under its torchvision name.
 
 Examples
 --------
->>> from featclf.models import get_model, list_models
->>> m = get_model("seed_cnn", num_classes=2)
->>> sum(p.numel() for p in m.parameters()) > 0
-True
+>>> from featclf.models import list_models, load_network
+>>> net = load_network("seed_cnn", num_classes=2)
+>>> net.arch, net.feature_dim, net.weights.kind
+('seed_cnn', 128, 'random')
 """
 
-from featclf.models import zoo as _zoo  # noqa: F401  (registers the zoo)
 from featclf.models.head import feature_model, find_head, layer_names
-from featclf.models.registry import (
-    ModelSpec,
-    get_model,
-    get_model_spec,
-    list_models,
-    register_model,
+from featclf.models.network import Network, WeightsSource, get_model, load_network
+from featclf.models.registry import ModelSpec, get_model_spec, list_models, register_model
+from featclf.models.seed import LeNet5, SeedCNN  # importing seed registers lenet5, seed_cnn
+from featclf.models.weights import (
+    Checkpoint,
+    WeightsError,
+    read_checkpoint,
+    save_checkpoint,
 )
-from featclf.models.seed import LeNet5, SeedCNN
-from featclf.models.weights import WeightsError, read_checkpoint, save_checkpoint
 
 __all__ = [
+    "Checkpoint",
     "LeNet5",
     "ModelSpec",
+    "Network",
     "SeedCNN",
     "WeightsError",
+    "WeightsSource",
     "feature_model",
     "find_head",
     "get_model",
     "get_model_spec",
     "layer_names",
     "list_models",
+    "load_network",
     "read_checkpoint",
     "register_model",
     "save_checkpoint",

@@ -129,7 +129,7 @@ def pool_features(x: torch.Tensor, pooling: str) -> torch.Tensor:
 
 
 class PooledFeatures(nn.Module):
-    """Wraps a network so that its forward returns ``(n, d)`` vectors of one layer.
+    """Wraps a network so that its forward returns ``(n, d)`` vectors of its layers.
 
     Parameters
     ----------
@@ -137,15 +137,21 @@ class PooledFeatures(nn.Module):
         A headless network, or a ``create_feature_extractor`` graph module returning a dict.
     pooling : {"avg", "max", "flatten"}
         How maps become vectors.
+    named : bool, default=False
+        Return the graph's every node as ``{name: (n, d)}`` (several layers from one
+        forward); otherwise the one output (the graph's ``"features"`` node) as ``(n, d)``.
     """
 
-    def __init__(self, body: nn.Module, pooling: str) -> None:
+    def __init__(self, body: nn.Module, pooling: str, *, named: bool = False) -> None:
         super().__init__()
         self.body = body
         self.pooling = pooling
+        self.named = named
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         out = self.body(x)
+        if self.named:
+            return {name: pool_features(value, self.pooling) for name, value in out.items()}
         if isinstance(out, dict):
             out = out["features"]
         return pool_features(out, self.pooling)

@@ -1,32 +1,34 @@
-"""The model registry: one name resolves to a builder, its head and its preprocessing.
+"""The model registry: one name resolves to a builder, its head and its architecture's recipe.
 
-Shaped like torchvision's ``list_models``/``get_model`` and timm's ``register_model``: featclf's
-own seed networks are registered by name, and every torchvision classification model is
-available under its torchvision name without registration.
+Shaped like torchvision's ``list_models``/``get_model_spec`` and timm's ``register_model``:
+featclf's own networks are registered by name (see :mod:`featclf.models.seed`), and every
+torchvision classification model is available under its torchvision name, read from
+torchvision's own registry, without registration. A name is registered once: registering a
+taken name (featclf's or torchvision's) raises, as torchvision does.
+
+Weights are not the registry's business: :func:`featclf.models.load_network` resolves them.
+The registry gives the preprocessing an architecture gets with random weights (or weights that
+name none); weights that carry their own recipe override it.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
+from numbers import Integral
+from typing import Any
 
 import torch
 from torch import nn
 
 from featclf.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocess
-from featclf.models.head import find_head, replace_head
-from featclf.models.weights import (
-    Checkpoint,
-    WeightsError,
-    load_state_dict_checked,
-    looks_like_weight_file,
-    read_checkpoint,
-    torchvision_preprocess,
-    torchvision_state_dict,
-)
+from featclf.models.head import find_head
+from featclf.models.weights import torchvision_preprocess
+from featclf.params import Interval, check_params
+
+__all__ = ["ModelSpec", "get_model_spec", "is_model_name", "list_models", "register_model"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,8 @@ class ModelSpec:
     builder : callable
         ``builder(num_classes) -> nn.Module`` with random weights.
     preprocess : ImagePreprocess
-        The input the network expects (size, channels, normalisation).
+        The architecture's input recipe (size, channels, normalisation), used with random
+        weights and with weights that bring none.
     head : str or None
         Qualified name of the final classification layer (None when it is not a Linear layer).
     feature_dim : int or None
@@ -65,6 +68,8 @@ class ModelSpec:
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
+_POSITIVE = Interval(Integral, 1, None, closed="left")
+
 
 def register_model(name: str | None = None, *, preprocess: ImagePreprocess, head: str,
                    feature_dim: int, num_classes: int = 10, source: str = "featclf",
@@ -74,9 +79,10 @@ def register_model(name: str | None = None, *, preprocess: ImagePreprocess, head
     Parameters
     ----------
     name : str, optional
-        Registry name (default: the function's name).
+        Registry name (default: the function's name). It must not be taken, by a registered
+        model or a torchvision one.
     preprocess : ImagePreprocess
-        The network's input preprocessing.
+        The network's input preprocessing with random weights.
     head : str
         Qualified name of its final classification layer.
     feature_dim : int
@@ -84,37 +90,92 @@ def register_model(name: str | None = None, *, preprocess: ImagePreprocess, head
     num_classes : int
         Default number of classes.
     source, description : str
-        Shown by ``featclf models``.
+        Shown by ``featclf models`` (default description: the builder's first docstring line).
 
     Returns
     -------
     callable
         The decorator; it returns the builder unchanged.
 
+    Raises
+    ------
+    ValueError
+        The name is already taken: "An entry is already registered under the name '<name>'."
+
     Examples
     --------
-    >>> @register_model("tiny_mlp", preprocess=ImagePreprocess(8, 1, (0.5,), (0.5,)),
-    ...                 head="2", feature_dim=16)
-    ... def tiny_mlp(num_classes=10):
+    >>> def tiny_mlp(num_classes=10):
     ...     return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.Linear(16, num_classes))
-    >>> "tiny_mlp" in list_models()
-    True
+    >>> tiny = dict(preprocess=ImagePreprocess(8, 1, (0.5,), (0.5,)), head="2", feature_dim=16)
+    >>> if "tiny_mlp" not in list_models():  # a name registers once per process
+    ...     _ = register_model("tiny_mlp", **tiny)(tiny_mlp)
+    >>> get_model_spec("tiny_mlp").feature_dim
+    16
+    >>> register_model("tiny_mlp", **tiny)(tiny_mlp)
+    Traceback (most recent call last):
+    ValueError: An entry is already registered under the name 'tiny_mlp'.
     """
+    check_params({"name": [str, None], "preprocess": [ImagePreprocess], "head": [str],
+                  "feature_dim": [_POSITIVE], "num_classes": [_POSITIVE], "source": [str],
+                  "description": [str]},
+                 {"name": name, "preprocess": preprocess, "head": head,
+                  "feature_dim": feature_dim, "num_classes": num_classes, "source": source,
+                  "description": description}, "register_model")
 
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or builder.__name__
+        if key in _REGISTRY or key in _torchvision_names():
+            raise ValueError(f"An entry is already registered under the name '{key}'.")
+        summary = description or (builder.__doc__ or "").strip().split("\n")[0]
         _REGISTRY[key] = ModelSpec(key, builder, preprocess, head, feature_dim, num_classes,
-                                   source, description or (builder.__doc__ or "").strip()
-                                   .split("\n")[0])
+                                   source, summary)
         return builder
 
     return decorate
 
 
-def _torchvision_names() -> list[str]:
+@functools.cache
+def _torchvision_names() -> frozenset[str]:
     import torchvision
 
-    return sorted(torchvision.models.list_models(module=torchvision.models))
+    return frozenset(torchvision.models.list_models(module=torchvision.models))
+
+
+#: Used only for a torchvision architecture that has no classification weights to take a
+#: recipe from: the ImageNet evaluation recipe (shorter side 256, centre crop 224).
+_IMAGENET = ImagePreprocess(224, 3, IMAGENET_MEAN, IMAGENET_STD, resize=256)
+
+
+def _torchvision_weights_of(name: str) -> list:
+    """The torchvision weights of architecture ``name``, in torchvision's order."""
+    import torchvision
+
+    try:
+        return list(torchvision.models.get_model_weights(name))
+    except (ValueError, KeyError):
+        return []
+
+
+def _original_recipe(name: str) -> ImagePreprocess:
+    """The recipe of the first weights torchvision lists for ``name`` (its original release).
+
+    Random weights have no recipe of their own, so they take the input the architecture was
+    published with: resnet50's ``IMAGENET1K_V1`` (256 then 224), not its later default
+    ``IMAGENET1K_V2`` (232 then 224), whose recipe comes with those weights.
+    """
+    weights = _torchvision_weights_of(name)
+    return (torchvision_preprocess(name, weights[0]) if weights else None) or _IMAGENET
+
+
+def _torchvision_description(name: str, feature_dim: int | None) -> str:
+    """``torchvision resnet50, 2048 features; weights IMAGENET1K_V1, IMAGENET1K_V2 (DEFAULT)``."""
+    what = f"{feature_dim} features" if feature_dim else "no Linear head (pass layer=)"
+    weights = _torchvision_weights_of(name)
+    if not weights:
+        return f"torchvision {name}, {what}"
+    default = type(weights[0]).DEFAULT
+    names = [f"{w.name} (DEFAULT)" if w is default else w.name for w in weights]
+    return f"torchvision {name}, {what}; weights {', '.join(names)}"
 
 
 @functools.cache
@@ -122,6 +183,7 @@ def _torchvision_spec(name: str) -> ModelSpec:
     import torchvision
 
     def build(num_classes: int = 1000) -> nn.Module:
+        # No auxiliary classifiers: featclf reads features and trains one head.
         kwargs = {"aux_logits": False, "init_weights": False} if name in (
             "googlenet", "inception_v3") else {}
         return torchvision.models.get_model(name, weights=None, num_classes=num_classes,
@@ -137,28 +199,37 @@ def _torchvision_spec(name: str) -> ModelSpec:
         feature_dim: int | None = probe.get_submodule(head).in_features
     except ValueError:  # e.g. SqueezeNet classifies with a convolution: pass layer= for features
         head, feature_dim = None, None
-    try:
-        t = torchvision.models.get_model_weights(name).DEFAULT.transforms()
-        crop, resize = int(t.crop_size[0]), int(t.resize_size[0])
-        pre = ImagePreprocess(crop, 3, tuple(t.mean), tuple(t.std), resize=resize)
-    except (ValueError, AttributeError, KeyError):
-        pre = ImagePreprocess(224, 3, IMAGENET_MEAN, IMAGENET_STD, resize=256)
-    return ModelSpec(name, build, pre, head, feature_dim, 1000, "torchvision",
-                     f"torchvision {name}")
+    return ModelSpec(name, build, _original_recipe(name), head, feature_dim, 1000, "torchvision",
+                     _torchvision_description(name, feature_dim))
 
 
 def list_models(*, include_torchvision: bool = False) -> list[str]:
-    """Names ``get_model`` accepts: featclf's registry, optionally every torchvision classifier.
+    """Names ``load_network`` accepts: featclf's registry, optionally every torchvision model.
+
+    The torchvision names are accepted either way; ``include_torchvision`` only lists them.
 
     Examples
     --------
-    >>> {"lenet5", "seed_cnn", "resnet18", "vgg16"} <= set(list_models())
+    >>> {"lenet5", "seed_cnn"} <= set(list_models())
+    True
+    >>> {"resnet18", "vgg16", "vit_b_16"} <= set(list_models(include_torchvision=True))
     True
     """
     names = set(_REGISTRY)
     if include_torchvision:
-        names |= set(_torchvision_names())
+        names |= _torchvision_names()
     return sorted(names)
+
+
+def is_model_name(name: Any) -> bool:
+    """Whether ``name`` is a registered or torchvision model name.
+
+    Examples
+    --------
+    >>> is_model_name("resnet18"), is_model_name("model.pt"), is_model_name(3)
+    (True, False, False)
+    """
+    return isinstance(name, str) and (name in _REGISTRY or name in _torchvision_names())
 
 
 def get_model_spec(name: str) -> ModelSpec:
@@ -173,110 +244,18 @@ def get_model_spec(name: str) -> ModelSpec:
     --------
     >>> get_model_spec("lenet5").feature_dim
     84
+    >>> spec = get_model_spec("resnet50")
+    >>> spec.head, spec.feature_dim, spec.preprocess.resize
+    ('fc', 2048, 256)
     >>> get_model_spec("resnt18")
     Traceback (most recent call last):
     ValueError: unknown model 'resnt18'. Did you mean 'resnet18'...? See ...list_models()
     """
-    if not isinstance(name, str):
-        raise ValueError(f"model name must be a string, got {type(name).__name__}")
+    check_params({"name": [str]}, {"name": name}, "get_model_spec")
     if name in _REGISTRY:
         return _REGISTRY[name]
-    tv = _torchvision_names()
-    if name in tv:
+    if name in _torchvision_names():
         return _torchvision_spec(name)
-    close = difflib.get_close_matches(name, sorted(set(_REGISTRY) | set(tv)), n=3)
+    close = difflib.get_close_matches(name, sorted(set(_REGISTRY) | _torchvision_names()), n=3)
     hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
     raise ValueError(f"unknown model {name!r}.{hint} See featclf.models.list_models()")
-
-
-def default_preprocess(name: str, weights=None) -> ImagePreprocess:
-    """The preprocessing of model ``name`` with ``weights``: the torchvision weights' own
-    evaluation recipe when they have one, else the one registered for the architecture.
-
-    Examples
-    --------
-    >>> default_preprocess("resnet50", "DEFAULT").resize, default_preprocess("resnet50").resize
-    (232, 256)
-    """
-    spec = get_model_spec(name)
-    own = torchvision_preprocess(name, weights) if spec.source == "torchvision" else None
-    return own or spec.preprocess
-
-
-def _head_classes(state: Mapping[str, torch.Tensor], head: str | None) -> int | None:
-    w = state.get(f"{head}.weight") if head else None
-    return int(w.shape[0]) if w is not None and w.ndim == 2 else None
-
-
-def resolve_weights(name: str, weights) -> tuple[dict[str, torch.Tensor] | None, str,
-                                                  dict | None]:
-    """Fetch the state dict that ``weights`` designates for model ``name``.
-
-    Returns
-    -------
-    (state_dict or None, description of the source, featclf metadata or None)
-    """
-    if weights is None:
-        return None, "random initialisation", None
-    if isinstance(weights, Mapping):
-        return dict(weights), "the given state dict", None
-    if isinstance(weights, Checkpoint):
-        return weights.state_dict, weights.path, weights.metadata
-    if looks_like_weight_file(weights):
-        ck = read_checkpoint(weights)
-        if ck.metadata and ck.metadata.get("model") not in (None, name):
-            raise WeightsError(f"{weights}: this checkpoint is for model "
-                               f"{ck.metadata['model']!r}, not {name!r}")
-        return ck.state_dict, os.fspath(weights), ck.metadata
-    name_of = getattr(weights, "name", weights)  # a torchvision WeightsEnum member or its name
-    if not isinstance(name_of, str):
-        raise WeightsError(f"weights={weights!r}: pass None, a file path, a state dict or a "
-                           "torchvision weights name such as 'DEFAULT'")
-    if get_model_spec(name).source != "torchvision":
-        raise WeightsError(f"weights={name_of!r} is not a file, and {name!r} has no "
-                           "torchvision weights; pass the path of a .pt/.safetensors file")
-    return torchvision_state_dict(name, name_of), f"torchvision {name}.{name_of}", None
-
-
-def get_model(name: str, weights=None, num_classes: int | None = None) -> nn.Module:
-    """Build a network by name, optionally with weights and a head of ``num_classes`` outputs.
-
-    Parameters
-    ----------
-    name : str
-        A name from :func:`list_models` (``include_torchvision=True`` for all).
-    weights : None, str, path-like, state dict, or torchvision weights
-        ``None``: random initialisation. A ``.pt``/``.pth`` file (read with
-        ``weights_only=True``) or ``.safetensors`` file, including checkpoints saved by
-        ``SoftmaxClassifier.save``. A torchvision weights name (``"DEFAULT"``,
-        ``"IMAGENET1K_V1"``), downloaded when online.
-    num_classes : int, optional
-        Outputs of the head. Default: as many as the weights have, else the model's default.
-        When it differs from the weights', the head is replaced by a new, random one (for
-        fine-tuning).
-
-    Returns
-    -------
-    torch.nn.Module
-        In eval mode.
-
-    Examples
-    --------
-    >>> get_model("lenet5", num_classes=3)(torch.zeros(1, 1, 28, 28)).shape
-    torch.Size([1, 3])
-    """
-    spec = get_model_spec(name)
-    state, source, _ = resolve_weights(name, weights)
-    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    if state is None:
-        module = spec.builder(num_classes or spec.num_classes)
-    else:
-        stored = _head_classes(state, spec.head) or spec.num_classes
-        module = spec.builder(stored)
-        load_state_dict_checked(module, state, source=source)
-        if num_classes is not None and num_classes != stored:
-            if spec.head is None:
-                raise ValueError(f"{name} has no Linear head to resize to {num_classes} classes")
-            replace_head(module, spec.head, num_classes)
-    return module.eval()

@@ -1,7 +1,9 @@
-"""The two small networks the seed tutorials describe, as plain ``nn.Module`` classes.
+"""featclf's two small digit networks, registered as ``lenet5`` and ``seed_cnn``.
 
-Their blocks carry the tutorials' layer names, so ``layer="c5"`` or ``layer="f6"`` picks a layer
-by the name a reader of LeCun et al. (1998) or of the seed tutorial knows it by.
+Both take 28x28 grey images, normalised with the MNIST statistics: that is their recipe with
+random weights (a checkpoint saved by ``SoftmaxClassifier`` stores its own). Their blocks carry
+the layer names of their descriptions, so ``layer="c5"`` or ``layer="f6"`` picks a layer by the
+name a reader of LeCun et al. (1998) knows it by.
 """
 
 from __future__ import annotations
@@ -9,9 +11,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from featclf.data.transforms import MNIST_MEAN, MNIST_STD, ImagePreprocess
+from featclf.models.registry import register_model
+
+_MNIST = ImagePreprocess(28, 1, MNIST_MEAN, MNIST_STD)
+
 
 class LeNet5(nn.Module):
-    """LeNet-5 (LeCun et al., 1998) as in seed 002, for 28x28 digits padded to 32x32.
+    """LeNet-5 (LeCun et al., 1998), for 28x28 digits padded to 32x32.
 
     C1 6@5x5 → S2 2x2 average pool → C3 16@5x5 → S4 → C5 120@5x5 → F6 84 → output. Tanh
     activations, as in the paper. The penultimate features (the input of ``output``) are F6's
@@ -48,7 +55,7 @@ class LeNet5(nn.Module):
 
 
 class SeedCNN(nn.Module):
-    """The seed tutorial's Keras MNIST network (seed 000), for 28x28 grey images.
+    """A small Keras-style MNIST network, for 28x28 grey images.
 
     Conv 4@5x5 tanh → Conv 8@3x3 tanh → max-pool 2 → Conv 16@3x3 relu → max-pool 2 →
     Dense 128 tanh → Dense ``num_classes`` (softmax is applied by the loss). Valid padding, as
@@ -82,3 +89,17 @@ class SeedCNN(nn.Module):
         x = self.pool1(self.conv2(self.conv1(x)))
         x = self.pool2(self.conv3(x))
         return self.output(self.dense(self.flatten(x)))
+
+
+@register_model("lenet5", preprocess=_MNIST, head="output", feature_dim=84,
+                description="LeNet-5: 28x28 grey padded to 32, F6 = 84 features")
+def lenet5(num_classes: int = 10) -> nn.Module:
+    """LeNet-5 for 28x28 grey digits."""
+    return LeNet5(num_classes)
+
+
+@register_model("seed_cnn", preprocess=_MNIST, head="output", feature_dim=128,
+                description="small Keras-style MNIST CNN (3 convolutions), dense 128 features")
+def seed_cnn(num_classes: int = 10) -> nn.Module:
+    """A small Keras-style CNN for 28x28 grey digits."""
+    return SeedCNN(num_classes)

@@ -227,6 +227,53 @@ def load_state_dict_checked(module: nn.Module, state_dict: Mapping[str, torch.Te
     module.load_state_dict(state_dict, strict=True)
 
 
+def torchvision_weights(model_name: str, weights: Any) -> Any:
+    """The torchvision weights enum member that ``weights`` names for ``model_name``.
+
+    Parameters
+    ----------
+    model_name : str
+        torchvision architecture name, e.g. ``"resnet18"``.
+    weights : str or torchvision WeightsEnum member
+        ``"DEFAULT"``, a member name such as ``"IMAGENET1K_V1"``, or the member itself.
+
+    Returns
+    -------
+    torchvision.models.WeightsEnum
+        The member (``"DEFAULT"`` resolved), nothing downloaded.
+
+    Raises
+    ------
+    WeightsError
+        The architecture has no torchvision weights, the name is not one of them, or the member
+        belongs to another architecture.
+
+    Examples
+    --------
+    >>> torchvision_weights("resnet50", "DEFAULT")
+    ResNet50_Weights.IMAGENET1K_V2
+    >>> torchvision_weights("resnet18", "IMAGENET1K_V2")
+    Traceback (most recent call last):
+    featclf.models.weights.WeightsError: ... for resnet18; choose one of: DEFAULT, IMAGENET1K_V1
+    """
+    import torchvision
+
+    try:
+        enum = torchvision.models.get_model_weights(model_name)
+    except (ValueError, KeyError):
+        raise WeightsError(f"torchvision has no weights for model {model_name!r}") from None
+    if isinstance(weights, torchvision.models.WeightsEnum) and not isinstance(weights, enum):
+        raise WeightsError(f"weights={weights} are torchvision weights of another architecture; "
+                           f"{model_name} takes {enum.__name__}")
+    name_of = getattr(weights, "name", weights)
+    try:
+        return enum.DEFAULT if name_of == "DEFAULT" else enum[name_of]
+    except KeyError:
+        names = ", ".join(["DEFAULT", *(member.name for member in enum)])  # no aliases
+        raise WeightsError(f"weights={name_of!r} is neither a file nor a torchvision weights "
+                           f"name for {model_name}; choose one of: {names}") from None
+
+
 def torchvision_preprocess(model_name: str, weights: Any) -> ImagePreprocess | None:
     """The evaluation recipe of torchvision weights (their ``transforms()``), downloading nothing.
 
@@ -255,15 +302,11 @@ def torchvision_preprocess(model_name: str, weights: Any) -> ImagePreprocess | N
     >>> torchvision_preprocess("resnet50", "IMAGENET1K_V1").resize
     256
     """
-    import torchvision
-
-    name_of = getattr(weights, "name", weights)
-    if not isinstance(name_of, str) or looks_like_weight_file(weights):
+    if not isinstance(getattr(weights, "name", weights), str) or looks_like_weight_file(weights):
         return None
     try:
-        enum = torchvision.models.get_model_weights(model_name)
-        member = enum.DEFAULT if name_of == "DEFAULT" else enum[name_of]
-    except (ValueError, KeyError):
+        member = torchvision_weights(model_name, weights)
+    except WeightsError:
         return None
     recipe = member.transforms()
     # Classification presets carry these; others (video, segmentation) are not featclf's.
@@ -275,15 +318,15 @@ def torchvision_preprocess(model_name: str, weights: Any) -> ImagePreprocess | N
                            interpolation=recipe.interpolation.value)
 
 
-def torchvision_state_dict(model_name: str, weights_name: str) -> dict[str, torch.Tensor]:
-    """Download (or read from torch's cache) a torchvision weights enum's state dict.
+def torchvision_state_dict(model_name: str, weights: Any) -> dict[str, torch.Tensor]:
+    """Download (or read from torch's cache) the state dict of torchvision weights.
 
     Parameters
     ----------
     model_name : str
         torchvision architecture name, e.g. ``"resnet18"``.
-    weights_name : str
-        An enum member name such as ``"IMAGENET1K_V1"``, or ``"DEFAULT"``.
+    weights : str or torchvision WeightsEnum member
+        An enum member name such as ``"IMAGENET1K_V1"``, ``"DEFAULT"``, or the member itself.
 
     Returns
     -------
@@ -295,23 +338,12 @@ def torchvision_state_dict(model_name: str, weights_name: str) -> dict[str, torc
     WeightsError
         Unknown names, or no network: the message gives the URL and how to pass a local file.
     """
-    import torchvision
-
+    member = torchvision_weights(model_name, weights)
     try:
-        enum = torchvision.models.get_model_weights(model_name)
-    except (ValueError, KeyError):
-        raise WeightsError(f"torchvision has no weights for model {model_name!r}") from None
-    try:
-        weights = enum[weights_name] if weights_name != "DEFAULT" else enum.DEFAULT
-    except KeyError:
-        names = ", ".join(["DEFAULT", *enum.__members__])
-        raise WeightsError(f"weights={weights_name!r} is neither a file nor a torchvision weights "
-                           f"name for {model_name}; choose one of: {names}") from None
-    try:
-        return weights.get_state_dict(progress=True, check_hash=True)
+        return member.get_state_dict(progress=True, check_hash=True)
     except (urllib.error.URLError, OSError, RuntimeError) as exc:
         raise WeightsError(
-            f"could not download torchvision weights {model_name} {weights.name} from "
-            f"{weights.url} ({exc}). Offline? Download that file on a machine with network "
-            f"access and pass its path instead: weights='/path/to/{Path(weights.url).name}'"
+            f"could not download torchvision weights {model_name} {member.name} from "
+            f"{member.url} ({exc}). Offline? Download that file on a machine with network "
+            f"access and pass its path instead: weights='/path/to/{Path(member.url).name}'"
         ) from None

@@ -1,0 +1,178 @@
+"""The stages of one :func:`featclf.compare.compare` run, and the state they share.
+
+:class:`Experiment` trains the softmax baselines, extracts every layer's features (one
+extractor, one forward pass per batch, through the feature store when there is one), runs each
+classifier's C sweep (:func:`featclf.sweep.sweep`) and collects the rows, predictions,
+histories and timings that become a :class:`~featclf.comparison.Comparison`.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score
+from threadpoolctl import threadpool_limits
+
+from featclf.comparison import ResultKey
+from featclf.data.inputs import ImageSource
+from featclf.extract import DeepFeatureExtractor
+from featclf.model_selection import Split
+from featclf.sweep import PAIRED_COLUMNS, Features, Outcome, paired_stats, score, sweep
+from featclf.train import SoftmaxClassifier
+
+__all__ = ["Experiment", "StageLog"]
+
+
+class StageLog:
+    """Stage lines with the elapsed time (stderr), only when progress is on.
+
+    Examples
+    --------
+    >>> from featclf.experiment import StageLog
+    >>> lines = []
+    >>> StageLog(True, lines.append)("training")
+    >>> lines[0].endswith("s] training")
+    True
+    """
+
+    def __init__(self, enabled: bool, write: Callable[[str], None] | None = None) -> None:
+        self.enabled = enabled
+        self.start = time.perf_counter()
+        self.write = write or (lambda line: print(line, file=sys.stderr, flush=True))
+
+    def __call__(self, message: str) -> None:
+        if self.enabled:
+            self.write(f"[{time.perf_counter() - self.start:6.1f}s] {message}")
+
+
+@dataclass
+class Experiment:
+    """The state one ``compare`` call shares between its stages: data parts and collected output."""
+
+    name: str
+    parts: Split
+    sources: dict[str, ImageSource]
+    y: dict[str, np.ndarray]
+    classes: np.ndarray
+    stats_options: dict[str, Any]
+    device: str
+    progress: bool
+    log: StageLog
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    predictions: dict[ResultKey, np.ndarray] = field(default_factory=dict)
+    histories: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
+    timings: list[dict[str, Any]] = field(default_factory=list)
+
+    def train_baseline(self, model: str, baseline: str, clf: SoftmaxClassifier) -> Outcome:
+        """Train one softmax network on the training part; score it on the test part."""
+        y_train, y_val, y_test = self.y["train"], self.y["validation"], self.y["test"]
+        clf.set_params(device=self.device, random_state=self.stats_options["random_state"],
+                       progress=self.progress)  # fmt: skip
+        how = "fine-tuning" if baseline == "softmax_finetune" else "training"
+        self.log(f"{model}: {how} the softmax network ({clf.epochs} epochs) on "
+                 f"{len(y_train)} images")  # fmt: skip
+        start = time.perf_counter()
+        clf.fit(self.sources["train"], y_train)
+        fit_time = time.perf_counter() - start
+        start = time.perf_counter()
+        proba = clf.predict_proba(self.sources["test"])
+        predict_time = time.perf_counter() - start
+        pred = clf.classes_[proba.argmax(axis=1)]
+        val_accuracy = (
+            float(accuracy_score(y_val, clf.predict(self.sources["validation"])))
+            if len(y_val) else math.nan
+        )  # fmt: skip
+        row = {
+            "classifier": baseline, "C": math.nan, "selected": True, "cv_accuracy": val_accuracy,
+            **score(y_test, pred, proba, clf.classes_, **self.stats_options),
+            "fit_time_s": fit_time, "predict_time_s": predict_time,
+            "extract_time_s": math.nan, "extract_images_per_s": math.nan,
+            "n_features": math.nan, "converged": math.nan,
+        }  # fmt: skip
+        self.histories[model, baseline] = clf.history_.copy()
+        self._time("training", model, None, baseline, fit_time)
+        self.log(f"{model}: {baseline} test accuracy {row['accuracy']:.4f} ({fit_time:.1f} s)")
+        return Outcome(row, np.asarray(pred))
+
+    def features(self, model: str, labels: list[str], extractor: DeepFeatureExtractor
+                 ) -> dict[str, Features]:  # fmt: skip
+        """Feature vectors of every part of the split for every layer, one forward per batch.
+
+        Each part is extracted on its own, as ``transform`` would, so the batches (and hence
+        the vectors, to the last bit) are those of a run without a store.
+        """
+        self.log(f"{model}: extracting {', '.join(labels)} features of "
+                 f"{sum(map(len, self.sources.values()))} images")  # fmt: skip
+        extractor.fit()
+        start = time.perf_counter()
+        out = {key: extractor.extract(source) for key, source in self.sources.items()}
+        seconds = time.perf_counter() - start
+        computed = sum(e.n_computed for e in out.values())
+        reused = sum(e.n_reused for e in out.values())
+        self._time("extraction", model, ",".join(labels), None, seconds,
+                   n_computed=computed, n_reused=reused)  # fmt: skip
+        features = {}
+        for label in labels:
+            blocks = {key: e.block(label) for key, e in out.items()}
+            empty = np.empty((0, blocks["train"].shape[1]), dtype=np.float32)
+            features[label] = Features(blocks["train"], blocks.get("validation", empty),
+                                       blocks["test"], seconds)  # fmt: skip
+        widths = ", ".join(f"{label} {f.train.shape[1]}" for label, f in features.items())
+        n_images = computed + reused
+        self.log(f"{model}: feature vectors of {n_images} images: {computed} computed, "
+                 f"{reused} reused from the feature store; {widths} features per image, "
+                 f"{n_images / max(seconds, 1e-9):,.0f} images/s")  # fmt: skip
+        return features
+
+    def sweep(self, model: str, label: str, classifier: str, features: Features, **options
+              ) -> list[Outcome]:  # fmt: skip
+        """Choose C for one classifier on training data; score every C on the test part."""
+        selection = (
+            "on the validation part" if len(self.y["validation"])
+            else f"by {options['cv']}-fold cross-validation"
+        )  # fmt: skip
+        self.log(f"{model}/{label}: {classifier}: choosing C among {len(options['grid'])} "
+                 f"values {selection}")  # fmt: skip
+        start = time.perf_counter()
+        # One BLAS thread per fit, parallelism across fits (n_jobs): on matrices this small a
+        # multi-threaded BLAS is far slower than one thread (measured on 2 cores: lbfgs
+        # logistic regression on 4,000 x 84 features 30-60x slower with 2 OpenBLAS threads).
+        with threadpool_limits(limits=1, user_api="blas"):
+            outcomes = sweep(
+                classifier, features, self.y["train"], self.y["validation"], self.y["test"],
+                self.classes, **options, **self.stats_options,
+            )  # fmt: skip
+        seconds = time.perf_counter() - start
+        self._time("classifier", model, label, classifier, seconds)
+        best = next(o for o in outcomes if o.row["selected"])
+        self.log(f"{model}/{label}: {classifier}: C={best.row['C']:g} (cv "
+                 f"{best.row['cv_accuracy']:.4f}), test accuracy {best.row['accuracy']:.4f} "
+                 f"({seconds:.1f} s)")  # fmt: skip
+        return outcomes
+
+    def add_group(self, model: str, label: str, outcomes: list[Outcome], reference: np.ndarray
+                  ) -> None:  # fmt: skip
+        """Add one model/layer's rows, paired against the softmax head's test predictions."""
+        for outcome in outcomes:
+            if outcome.row["classifier"] == "softmax":
+                paired = dict.fromkeys(PAIRED_COLUMNS, math.nan)
+            else:
+                paired = paired_stats(outcome, reference, self.y["test"], **self.stats_options)
+            self.rows.append({
+                "dataset": self.name, "model": model, "layer": label, **outcome.row,
+                "n_train": len(self.y["train"]), "n_test": len(self.y["test"]), **paired,
+            })  # fmt: skip
+            if outcome.row["selected"]:
+                self.predictions[ResultKey(model, label, outcome.row["classifier"])] = outcome.pred
+
+    def _time(self, phase: str, model: str, layer: str | None, classifier: str | None,
+              seconds: float, **counts: int) -> None:  # fmt: skip
+        self.timings.append({"phase": phase, "model": model, "layer": layer,
+                             "classifier": classifier, "seconds": seconds, **counts})  # fmt: skip

@@ -1,0 +1,437 @@
+"""The report's numbers in words and tables: the verdict, the summary and display tables."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from featclf.comparison import Comparison
+from featclf.pipelines import BASELINES, REGISTRY
+
+#: Columns of :func:`summary_table`, in order (those missing from the results are left out).
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "model",
+    "layer",
+    "classifier",
+    "C",
+    "accuracy",
+    "accuracy_ci_low",
+    "accuracy_ci_high",
+    "macro_f1",
+    "log_loss",
+    "diff_vs_softmax",
+    "diff_ci_low",
+    "diff_ci_high",
+    "mcnemar_p",
+    "fit_time_s",
+    "predict_time_s",
+    "extract_time_s",
+)
+
+_REQUIRED = ("model", "layer", "classifier", "accuracy")
+_OPTIONAL = (
+    "C",
+    "cv_accuracy",
+    "accuracy_ci_low",
+    "accuracy_ci_high",
+    "macro_f1",
+    "log_loss",
+    "fit_time_s",
+    "predict_time_s",
+    "extract_time_s",
+    "extract_images_per_s",
+    "n_train",
+    "n_test",
+    "n_features",
+    "diff_vs_softmax",
+    "diff_ci_low",
+    "diff_ci_high",
+    "mcnemar_b",
+    "mcnemar_c",
+    "mcnemar_p",
+)
+_ORDER = tuple(REGISTRY)  # report order: the softmax baselines, then the classifiers
+_EXTRA_COLORS = ("tab:red", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+_ALPHA = 0.05
+_DASH = "\u2014"
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _finite(value: Any) -> bool:
+    """True when ``value`` is a finite number (not None, NaN, NA or text)."""
+    try:
+        return value is not None and not pd.isna(value) and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _num(value: Any, spec: str) -> str:
+    """Format a number, or an em dash when it is missing."""
+    return format(float(value), spec) if _finite(value) else _DASH
+
+
+def _signed(value: float) -> str:
+    """Format a difference with its sign and 3 decimals (4 when it would round to zero)."""
+    return f"{value:+.4f}" if 0 < abs(value) < 0.0005 else f"{value:+.3f}"
+
+
+def _pvalue(value: Any) -> str:
+    """Format a p-value: ``<0.001``, 3 significant digits below 0.1, else 2 decimals."""
+    if not _finite(value):
+        return _DASH
+    p = float(value)
+    if p < 0.001:
+        return "<0.001"
+    return f"{p:.3g}" if p < 0.1 else f"{p:.2f}"
+
+
+def _seconds(value: Any) -> str:
+    """Format a duration in seconds with 3 significant digits."""
+    if not _finite(value):
+        return _DASH
+    return f"{float(value):.0f}" if float(value) >= 100 else f"{float(value):.3g}"
+
+
+def _name(classifier: str) -> str:
+    """Human name of a classifier column value (the registry's label)."""
+    spec = REGISTRY.get(classifier)
+    return spec.label if spec else classifier.replace("_", " ")
+
+
+def _is_svm(classifier: str) -> bool:
+    """Whether the registry calls ``classifier`` an SVM."""
+    spec = REGISTRY.get(classifier)
+    return spec is not None and spec.is_svm
+
+
+def _color(classifier: str, seen: list[str]) -> str:
+    """A stable colour per classifier (the registry's); unknown names take the next spare one."""
+    if classifier in REGISTRY:
+        return REGISTRY[classifier].color
+    unknown = [c for c in seen if c not in REGISTRY]
+    return _EXTRA_COLORS[unknown.index(classifier) % len(_EXTRA_COLORS)]
+
+
+def _safe(text: str) -> str:
+    """A file-name-safe version of a model or layer name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
+
+
+def _check_comparison(comparison: Comparison) -> Comparison:
+    """Refuse anything but a Comparison, saying how to make one."""
+    if not isinstance(comparison, Comparison):
+        raise TypeError(
+            f"expected a featclf.comparison.Comparison (what featclf.compare.compare returns), "
+            f"got {type(comparison).__name__}; wrap a results table as Comparison(results)."
+        )
+    return comparison
+
+
+def _prepare(results: pd.DataFrame) -> pd.DataFrame:
+    """Validate the results table; return a sorted copy with every optional column present."""
+    missing = [c for c in _REQUIRED if c not in results.columns]
+    if missing:
+        raise ValueError(
+            f"results lacks the column(s) {missing}; pass the table featclf.compare.compare() "
+            f"returns (it needs at least {list(_REQUIRED)})."
+        )
+    if results.empty:
+        raise ValueError("results has no rows: there is nothing to report.")
+    df = results.copy()
+    if "dataset" in df and df["dataset"].dropna().nunique() > 1:
+        raise ValueError(
+            f"results holds several datasets {sorted(df['dataset'].dropna().unique())}; "
+            "write one report per dataset (filter the rows by the 'dataset' column)."
+        )
+    for column in _OPTIONAL:
+        if column not in df:
+            df[column] = np.nan
+    # Missing values count as not selected (`eq` avoids fillna's object downcasting).
+    df["selected"] = df["selected"].eq(True) if "selected" in df else True
+    for column in ("model", "layer", "classifier"):
+        df[column] = df[column].astype(str)
+    groups = {g: i for i, g in enumerate(dict.fromkeys(zip(df["model"], df["layer"])))}
+    ranks = {c: i for i, c in enumerate(_ORDER)}
+    df["_group"] = [groups[g] for g in zip(df["model"], df["layer"])]
+    df["_rank"] = [ranks.get(c, len(ranks)) for c in df["classifier"]]
+    df = df.sort_values(["_group", "_rank", "classifier", "C"], kind="stable")
+    return df.drop(columns=["_group", "_rank"]).reset_index(drop=True)
+
+
+def _groups(df: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """Split the (prepared) table into (model, layer, rows) in order of appearance."""
+    keys = dict.fromkeys(zip(df["model"], df["layer"]))
+    return [(m, ly, df[(df["model"] == m) & (df["layer"] == ly)]) for m, ly in keys]
+
+
+def _softmax_and_rival(selected: pd.DataFrame) -> tuple[pd.Series | None, pd.Series | None]:
+    """The softmax row and the best selected SVM row (else the best other classifier)."""
+    softmax = selected[selected["classifier"] == "softmax"]
+    others = selected[selected["classifier"] != "softmax"]
+    svms = others[others["classifier"].map(_is_svm)]
+    pool = svms if not svms.empty else others
+    pool = pool[pool["accuracy"].notna()]
+    rival = pool.loc[pool["accuracy"].astype(float).idxmax()] if not pool.empty else None
+    return (softmax.iloc[0] if not softmax.empty else None), rival
+
+
+def _dataset(df: pd.DataFrame, config: Mapping[str, Any]) -> str:
+    """The dataset's name, from the rows or else the config."""
+    if "dataset" in df and df["dataset"].notna().any():
+        return str(df["dataset"].dropna().iloc[0])
+    return str(config.get("dataset", "this dataset"))
+
+
+def _ci_label(config: Mapping[str, Any]) -> str:
+    """E.g. ``95% CI`` from the config's confidence level (default 0.95)."""
+    confidence = config.get("confidence", 0.95)
+    return f"{float(confidence) * 100:g}% CI" if _finite(confidence) else "95% CI"
+
+
+# --------------------------------------------------------------------------- verdict
+
+
+def _verdict_sentence(
+    dataset: str,
+    model: str,
+    layer: str,
+    softmax: pd.Series | None,
+    rival: pd.Series | None,
+    ci_label: str,
+    reference: str = "the softmax head",
+) -> str | None:
+    """One sentence comparing the best SVM of one model/layer with its softmax head."""
+    if rival is None and softmax is None:
+        return None
+    if rival is None:
+        return (
+            f"On {dataset}, only the softmax head of {model} was evaluated "
+            f"({_num(softmax['accuracy'], '.3f')} accuracy)."
+        )
+    subject = f"the {_name(rival['classifier'])} on {model}'s {layer} features"
+    if softmax is None:
+        return (
+            f"On {dataset}, {subject} reached {_num(rival['accuracy'], '.3f')} accuracy; "
+            "no softmax head was evaluated to compare it with."
+        )
+    diff = rival["diff_vs_softmax"]
+    if not _finite(diff):
+        diff = float(rival["accuracy"]) - float(softmax["accuracy"])
+    diff = float(diff)
+    details = [f"difference {_signed(diff)}"]
+    low, high = rival["diff_ci_low"], rival["diff_ci_high"]
+    has_ci = _finite(low) and _finite(high)
+    if has_ci:
+        details[0] += f", {ci_label} [{_signed(float(low))}, {_signed(float(high))}]"
+    p = rival["mcnemar_p"]
+    if _finite(p):
+        details.append("McNemar p " + ("< 0.001" if float(p) < 0.001 else f"= {_pvalue(p)}"))
+        significant: bool | None = float(p) < _ALPHA
+        test = "at the 5% level"
+    elif has_ci:
+        significant = not float(low) <= 0.0 <= float(high)
+        test = f"(the {ci_label} {'excludes' if significant else 'contains'} zero)"
+    else:
+        significant = None
+        test = ""
+    short = "the SVM" if _is_svm(rival["classifier"]) else f"the {_name(rival['classifier'])}"
+    if significant is None:
+        conclusion = "no significance test is available."
+    elif significant and diff > 0:
+        conclusion = f"{short} is significantly better than {reference} {test}."
+    elif significant and diff < 0:
+        conclusion = f"{short} is significantly worse than {reference} {test}."
+    else:
+        conclusion = f"no significant difference {test} {_DASH} {short} matches {reference}."
+    return (
+        f"On {dataset}, {subject} reached {_num(rival['accuracy'], '.3f')} accuracy vs "
+        f"{_num(softmax['accuracy'], '.3f')} for {reference} ({'; '.join(details)}): "
+        f"{conclusion}"
+    )
+
+
+def verdict(comparison: Comparison) -> str:
+    """Summarise, in one paragraph, whether the SVMs beat the softmax head.
+
+    For each model/layer the best selected SVM (highest test accuracy; the best other
+    classifier when no SVM was run) is compared with the softmax head: accuracies, the
+    difference with its confidence interval, McNemar's p-value, and a conclusion at the 5% level
+    (from the p-value, else from whether the interval contains zero).
+
+    Parameters
+    ----------
+    comparison : Comparison
+        What ``featclf.compare.compare`` returns (see :func:`write_report`); its ``setup``'s
+        ``confidence`` names the intervals.
+
+    Returns
+    -------
+    str
+        One sentence per model/layer, joined into a paragraph.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from featclf.comparison import Comparison
+    >>> from featclf.report import verdict
+    >>> results = pd.DataFrame({
+    ...     "dataset": "mnist5k", "model": "lenet5", "layer": "penultimate",
+    ...     "classifier": ["softmax", "linear_svm"], "accuracy": [0.958, 0.963],
+    ...     "diff_vs_softmax": [None, 0.005], "diff_ci_low": [None, -0.004],
+    ...     "diff_ci_high": [None, 0.014], "mcnemar_p": [None, 0.41]})
+    >>> print(verdict(Comparison(results)))  # doctest: +NORMALIZE_WHITESPACE
+    On mnist5k, the linear SVM on lenet5's penultimate features reached 0.963 accuracy vs 0.958
+    for the softmax head (difference +0.005, 95% CI [-0.004, +0.014]; McNemar p = 0.41): no
+    significant difference at the 5% level — the SVM matches the softmax head.
+    """
+    comparison = _check_comparison(comparison)
+    return _verdict(_prepare(comparison.results), dict(comparison.setup))
+
+
+def _verdict(df: pd.DataFrame, config: Mapping[str, Any]) -> str:
+    """The verdict paragraph of a prepared results table."""
+    dataset, ci_label = _dataset(df, config), _ci_label(config)
+    sentences = []
+    for model, layer, rows in _groups(df):
+        selected = rows[rows["selected"]]
+        softmax, rival = _softmax_and_rival(selected)
+        finetuned = selected[selected["classifier"] == "softmax_finetune"]
+        # A transfer run: the reference is the network trained from scratch on the data.
+        reference = "the softmax network trained from scratch" if len(finetuned) else (
+            "the softmax head")
+        sentence = _verdict_sentence(dataset, model, layer, softmax, rival, ci_label, reference)
+        if sentence:
+            sentences.append(sentence)
+        if len(finetuned) and softmax is not None:
+            sentences.append(_finetune_sentence(model, finetuned.iloc[0], softmax, ci_label))
+    return " ".join(sentences)
+
+
+def _finetune_sentence(model: str, finetuned: pd.Series, softmax: pd.Series,
+                       ci_label: str) -> str:
+    """One sentence on fine-tuning the pre-trained network vs training it from scratch."""
+    details = []
+    if _finite(finetuned["diff_vs_softmax"]):
+        details.append(f"difference {_signed(float(finetuned['diff_vs_softmax']))}")
+        if _finite(finetuned["diff_ci_low"]) and _finite(finetuned["diff_ci_high"]):
+            details[0] += (f", {ci_label} [{_signed(float(finetuned['diff_ci_low']))}, "
+                           f"{_signed(float(finetuned['diff_ci_high']))}]")
+    if _finite(finetuned["mcnemar_p"]):
+        p = finetuned["mcnemar_p"]
+        details.append("McNemar p " + ("< 0.001" if float(p) < 0.001 else f"= {_pvalue(p)}"))
+    shown = f" ({'; '.join(details)})" if details else ""
+    return (
+        f"Fine-tuning the pre-trained {model} reached {_num(finetuned['accuracy'], '.3f')} "
+        f"accuracy vs {_num(softmax['accuracy'], '.3f')} from scratch{shown}."
+    )
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def summary_table(comparison: Comparison) -> pd.DataFrame:
+    """Return the selected classifiers, one row each, with the columns a terminal summary shows.
+
+    Parameters
+    ----------
+    comparison : Comparison
+        What ``featclf.compare.compare`` returns (see :func:`write_report`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The rows with ``selected`` True (the softmax head first in each model/layer), the
+        columns of :data:`SUMMARY_COLUMNS` that its results have, numbers unformatted.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from featclf.comparison import Comparison
+    >>> from featclf.report import summary_table
+    >>> results = pd.DataFrame({
+    ...     "model": "lenet5", "layer": "penultimate",
+    ...     "classifier": ["linear_svm", "linear_svm", "softmax"], "C": [0.1, 1.0, None],
+    ...     "selected": [False, True, True], "accuracy": [0.95, 0.96, 0.958]})
+    >>> summary_table(Comparison(results))[["classifier", "C", "accuracy"]]
+       classifier    C  accuracy
+    0     softmax  NaN     0.958
+    1  linear_svm  1.0     0.960
+    """
+    results = _check_comparison(comparison).results
+    df = _prepare(results)
+    columns = [c for c in SUMMARY_COLUMNS if c in results.columns]
+    return df.loc[df["selected"], columns].reset_index(drop=True)
+
+
+def _display_table(rows: pd.DataFrame, ci_label: str) -> pd.DataFrame:
+    """The selected rows of one model/layer as formatted strings, ready for Markdown or HTML."""
+    records = []
+    for _, row in rows.iterrows():
+        accuracy = _num(row["accuracy"], ".3f")
+        if _finite(row["accuracy_ci_low"]) and _finite(row["accuracy_ci_high"]):
+            accuracy += f" [{row['accuracy_ci_low']:.3f}, {row['accuracy_ci_high']:.3f}]"
+        diff = _signed(float(row["diff_vs_softmax"])) if _finite(row["diff_vs_softmax"]) else _DASH
+        if _finite(row["diff_ci_low"]) and _finite(row["diff_ci_high"]):
+            low, high = float(row["diff_ci_low"]), float(row["diff_ci_high"])
+            diff += f" [{_signed(low)}, {_signed(high)}]"
+        records.append(
+            {
+                "Classifier": _name(row["classifier"]),
+                "C": _num(row["C"], "g"),
+                "CV accuracy": _num(row["cv_accuracy"], ".3f"),
+                f"Accuracy [{ci_label}]": accuracy,
+                "Macro-F1": _num(row["macro_f1"], ".3f"),
+                "Log-loss": _num(row["log_loss"], ".3f"),
+                f"Δ vs softmax [{ci_label}]": diff,
+                "McNemar p": _pvalue(row["mcnemar_p"]),
+                "Fit (s)": _seconds(row["fit_time_s"]),
+                "Predict (s)": _seconds(row["predict_time_s"]),
+                "Extract (s)": _seconds(row["extract_time_s"]),
+            }
+        )
+    return pd.DataFrame.from_records(records)
+
+
+def _group_note(rows: pd.DataFrame) -> str | None:
+    """One line on the feature set of a model/layer: sizes and extraction throughput."""
+    features = rows[~rows["classifier"].isin(BASELINES)]
+    source = features if not features.empty else rows
+    first = source.iloc[0]
+    parts = []
+    if _finite(first["n_features"]) and not features.empty:
+        parts.append(f"{int(first['n_features'])} features per image")
+    if _finite(first["n_train"]) and _finite(first["n_test"]):
+        parts.append(f"{int(first['n_train'])} training / {int(first['n_test'])} test images")
+    if _finite(first["extract_time_s"]) and not features.empty:
+        speed = first["extract_images_per_s"]
+        rate = f" ({float(speed):,.0f} images/s)" if _finite(speed) else ""
+        parts.append(f"feature extraction {_seconds(first['extract_time_s'])} s{rate}")
+    if not parts:
+        return None
+    text = "; ".join(parts) + "."
+    return text[0].upper() + text[1:]
+
+
+def _setup_items(df: pd.DataFrame, config: Mapping[str, Any], classes: Any) -> list[str]:
+    """The setup section: the config's entries, then the class list."""
+
+    def show(value: Any) -> str:
+        if isinstance(value, Mapping):
+            return ", ".join(f"{k}={show(v)}" for k, v in value.items())
+        if isinstance(value, list | tuple | set):
+            return ", ".join(show(v) for v in value)
+        return str(value)
+
+    items = [f"{key}: {show(value)}" for key, value in config.items()]
+    if classes is not None and len(classes):
+        shown = ", ".join(map(str, list(classes)[:20])) + (", ..." if len(classes) > 20 else "")
+        items.append(f"classes ({len(classes)}): {shown}")
+    if not items:
+        items.append(f"{len(df)} result rows; no configuration was recorded.")
+    return items

@@ -1,0 +1,400 @@
+"""The store's bytes on disk: names, atomic writes, shard files and their headers.
+
+Everything that decides what a store directory holds byte for byte lives here (see the design
+note in :mod:`featclf.store`): the store and shard format names, the writer ids in file names,
+:func:`atomic_write` (temporary name, fsync, :func:`os.replace`), the shard writer
+(:func:`write_shard`: the ``.npy`` first, its self-checksummed JSON index second) and the
+shard readers and checkers, which compare a shard's size, ``.npy`` header and xxh3-128
+checksum against its index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import json
+import os
+import re
+import secrets
+import socket
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import xxhash
+
+if TYPE_CHECKING:
+    from featclf.store._index import Shard
+
+STORE_FORMAT = "featclf-store"
+STORE_VERSION = 1
+SHARD_FORMAT = "featclf-shard"
+STORE_META = "featclf-store.json"
+DTYPES = ("float32", "float16")
+# What a store directory may hold besides temporary files.
+STORE_ENTRIES = {STORE_META, "configs", "samples", "errors.csv", ".prune.lock"}
+
+SHARD_INDEX = re.compile(r"^shard-.+\.json$")
+_WRITER_IN_NAME = re.compile(r"(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-(?P<token>[0-9a-f]{6})")
+
+# Shards whose checksum this process has checked: (path, inode, size, mtime, ctime) -> ok. A
+# file written to after the check gets new times (or size, or inode), so it is checked again.
+CHECKED: dict[tuple[str, int, int, int, int], bool] = {}
+# Reads of many shards run in threads once there is this much to read.
+_READ_THREADS = min(4, os.cpu_count() or 1)
+_PARALLEL_READ_BYTES = 32 << 20
+
+
+class StoreError(ValueError):
+    """A store directory cannot be used as asked; the message names it and says what to do."""
+
+
+class DamagedShard(Exception):
+    """A shard that is missing, truncated or fails its checksum (internal)."""
+
+
+# --------------------------------------------------------------------------------------------
+# small file helpers
+
+
+def host() -> str:
+    """This machine's name as file names carry it (letters and digits only)."""
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
+
+
+def new_writer_id() -> str:
+    """``<host>-<pid>-<random>``: a name no other writer (process or object) uses."""
+    return f"{host()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make the names in ``directory`` durable (where the platform can)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # some platforms cannot open directories; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, parts: Sequence[bytes | memoryview], tmp_tag: str) -> None:
+    """Write ``parts`` one after the other to ``path`` via a fsynced temporary file."""
+    tmp = path.with_name(f".tmp-{tmp_tag}-{path.name}")
+    try:
+        with open(tmp, "wb") as fh:
+            for part in parts:
+                fh.write(part)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError):
+            # Name the file and say that nothing stored is lost (ENOSPC, EROFS, EACCES...).
+            raise OSError(exc.errno, f"cannot write {path.name} in {path.parent}: "
+                          f"{exc.strerror or exc}. Every vector written before is kept; free "
+                          "space or fix permissions and run again to compute the rest") from exc
+        raise
+
+
+def json_bytes(obj: Any) -> bytes:
+    """Compact, key-sorted JSON: how indexes and sample files are written (and hashed)."""
+    return json.dumps(obj, sort_keys=True, default=str, separators=(",", ":")).encode()
+
+
+def writer_is_dead(name: str) -> bool:
+    """Whether the writer named in a file name is a process of this host that no longer runs."""
+    match = _WRITER_IN_NAME.search(name)
+    if match is None or match.group("host") != host():
+        return False
+    pid = int(match.group("pid"))
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def as_label(value: Any) -> Any:
+    """A label as JSON keeps it: numbers, strings and booleans as they are, the rest as text."""
+    if value is None:
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value if isinstance(value, int | float | str | bool) else str(value)
+
+
+def read_samples(root: Path) -> dict[str, tuple[str | None, Any]]:
+    """The newest path and label recorded for each digest in ``root/samples`` (oldest first,
+    so later files win; a missing value keeps the earlier one)."""
+    newer: dict[str, tuple[str | None, Any]] = {}
+    directory = root / "samples"
+    if not directory.is_dir():
+        return newer
+    for name in sorted(n for n in os.listdir(directory) if n.endswith(".json")
+                       and not n.startswith(".")):
+        try:
+            data = json.loads((directory / name).read_bytes())
+        except (FileNotFoundError, ValueError):
+            continue
+        labels = data.get("labels") or [None] * len(data["digests"])
+        for d, p, lab in zip(data["digests"], data["paths"], labels):
+            old = newer.get(d, (None, None))
+            newer[d] = (p if p is not None else old[0], lab if lab is not None else old[1])
+    return newer
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of a file, or of every file under a directory."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+# --------------------------------------------------------------------------------------------
+# shard files
+
+
+def index_checksum_ok(raw: bytes | None, own: str) -> bool:
+    """Check an index's own checksum on its file bytes, without encoding the JSON again.
+
+    featclf writes the index as compact, key-sorted JSON whose checksum covers the same JSON
+    without the ``"index_xxh3"`` member, so removing that member's bytes gives back exactly
+    what was hashed. False means "not shown here": the caller then re-encodes (an index
+    written by other tools, or a damaged one).
+    """
+    if raw is None:
+        return False
+    member = f'"index_xxh3":"{own}"'.encode()
+    for cut in (member + b",", b"," + member):
+        if cut in raw:
+            return xxhash.xxh3_128_hexdigest(raw.replace(cut, b"", 1)) == own
+    return False
+
+
+@functools.lru_cache(maxsize=256)
+def expected_header(rows: int, dim: int, dtype: str) -> bytes:
+    """The ``.npy`` header ``np.save`` writes for a C-ordered shard: reads compare its bytes."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(
+        np.dtype(dtype)), "fortran_order": False, "shape": (rows, dim)})
+    return buf.getvalue()
+
+
+def write_shard(directory: Path, stem: str, digests: list[str], vectors: np.ndarray,
+                paths: list, labels: list | None, writer_id: str) -> None:
+    """Write one shard (C-ordered ``vectors`` in the store's dtype), then its index."""
+    header = expected_header(*vectors.shape, vectors.dtype.name)
+    data = memoryview(vectors).cast("B")
+    h = xxhash.xxh3_128()
+    h.update(header)
+    h.update(data)
+    index = {
+        "format": SHARD_FORMAT, "version": STORE_VERSION, "rows": len(digests),
+        "dim": int(vectors.shape[1]), "dtype": vectors.dtype.name,
+        "bytes": len(header) + len(data), "xxh3": h.hexdigest(), "digests": list(digests),
+        "paths": None if all(p is None for p in paths) else
+        [None if p is None else os.fspath(p) for p in paths],
+        "labels": None if labels is None else [as_label(lab) for lab in labels],
+        "writer": writer_id, "created": time.time(),
+    }
+    # The index checksums itself: a damaged or edited index (digests out of order, say) would
+    # otherwise pair valid vectors with the wrong samples.
+    index["index_xxh3"] = xxhash.xxh3_128_hexdigest(json_bytes(index))
+    # The shard first, its index second: a shard without an index is invisible. The directory
+    # is fsynced by the caller once per batch of shards (see the design note).
+    atomic_write(directory / f"{stem}.npy", [header, data], writer_id)
+    atomic_write(directory / f"{stem}.json", [json_bytes(index)], writer_id)
+
+
+def remove_shard(directory: Path, stem: str) -> int:
+    """Remove a shard, index first (so it turns invisible before its vectors vanish)."""
+    freed = 0
+    for suffix in (".json", ".npy"):
+        path = directory / f"{stem}{suffix}"
+        with contextlib.suppress(FileNotFoundError):
+            freed += path.stat().st_size
+            path.unlink()
+    return freed
+
+
+def check_shard(path: Path, shard: Shard) -> str | None:
+    """Why a shard is damaged (missing, size, header, checksum), or None when it is sound."""
+    expected = expected_header(shard.rows, shard.dim, shard.dtype)
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size != shard.nbytes:
+                return f"{size} bytes, its index says {shard.nbytes}"
+            header = fh.read(len(expected))
+            h = xxhash.xxh3_128(header)
+            while chunk := fh.read(1 << 22):
+                h.update(chunk)
+    except FileNotFoundError:
+        return "file missing"
+    if h.hexdigest() != shard.checksum:
+        return "checksum mismatch (the file's bytes changed after it was written)"
+    if header != expected:
+        return "its .npy header does not match its index"
+    return None
+
+
+def _readinto(fh, target: memoryview) -> int:
+    got = 0
+    while got < len(target):
+        n = fh.readinto(target[got:])
+        if not n:
+            break
+        got += n
+    return got
+
+
+def _read_shard_rows(path: Path, shard: Shard, rows: np.ndarray, out: np.ndarray,
+                     slots: np.ndarray | slice, whole: bool) -> None:
+    """Copy ``shard[rows]`` into ``out[slots]`` (float32), checking what must be checked.
+
+    ``whole``: ``rows`` is every row of the shard in order and ``slots`` a slice.
+
+    Raises
+    ------
+    DamagedShard
+        The file is missing, has the wrong size or header, or fails its checksum.
+    """
+    itemsize = np.dtype(shard.dtype).itemsize
+    data_len = shard.rows * shard.dim * itemsize
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        raise DamagedShard(f"{path.name}: file missing") from None
+    with fh:
+        st = os.fstat(fh.fileno())
+        if st.st_size != shard.nbytes:
+            raise DamagedShard(f"{path.name}: {st.st_size} bytes, its index says {shard.nbytes}")
+        ident = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        checked = CHECKED.get(ident)
+        if checked is False:
+            raise DamagedShard(f"{path.name}: checksum mismatch")
+        header = fh.read(shard.nbytes - data_len)
+        if header != expected_header(shard.rows, shard.dim, shard.dtype):
+            raise DamagedShard(f"{path.name}: its .npy header does not match its index")
+        if checked and len(rows) * 4 < shard.rows:
+            # A few rows of a shard already checked: map it instead of reading it all.
+            data = np.memmap(fh, dtype=shard.dtype, mode="r", offset=len(header),
+                             shape=(shard.rows, shard.dim))
+            out[slots] = data[rows]
+            return
+        direct = whole and shard.dtype == "float32"
+        # Read straight into the caller's rows when they are the whole shard: one copy.
+        target = out[slots] if direct else np.empty((shard.rows, shard.dim), dtype=shard.dtype)
+        raw = memoryview(target).cast("B")
+        if _readinto(fh, raw) != data_len:
+            raise DamagedShard(f"{path.name}: truncated")
+        if not checked:
+            h = xxhash.xxh3_128()
+            h.update(header)
+            h.update(raw)
+            ok = h.hexdigest() == shard.checksum
+            CHECKED[ident] = ok
+            if not ok:
+                raise DamagedShard(f"{path.name}: checksum mismatch")
+        if not direct:
+            out[slots] = target if whole else target[rows]
+
+
+def read_rows(directory: Path, tasks: list[tuple], out: np.ndarray) -> None:
+    """Run read tasks (:func:`~featclf.store._index.plan_reads`) into ``out``.
+
+    Shards are immutable, so no lock is needed.
+
+    Raises
+    ------
+    DamagedShard
+        With ``(shard stem, reason)`` as its arguments.
+    """
+
+    def read(task: tuple[Shard, np.ndarray, slice | np.ndarray, bool]) -> None:
+        shard, shard_rows, slots, whole = task
+        try:
+            _read_shard_rows(directory / f"{shard.name}.npy", shard, shard_rows, out, slots,
+                             whole)
+        except DamagedShard as exc:
+            raise DamagedShard(shard.name, str(exc)) from None
+
+    workers = min(len(tasks), _READ_THREADS)
+    if workers > 1 and out.nbytes >= _PARALLEL_READ_BYTES:
+        # File reads and xxh3 release the GIL: shards are read and checked side by side, each
+        # into its own rows of ``out``.
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(read, tasks))
+    else:
+        for task in tasks:
+            read(task)
+
+
+# --------------------------------------------------------------------------------------------
+# the store's own file
+
+
+def open_store_meta(root: Path, dtype: str | None, *, create: bool) -> str:
+    """Read (or create) ``root/featclf-store.json``, check it, and return the store's dtype.
+
+    Raises
+    ------
+    StoreError
+        ``root`` is a file, a foreign non-empty directory, a damaged or newer store, or a
+        store of another dtype than ``dtype``.
+    FileNotFoundError
+        There is no store and ``create`` is False.
+    """
+    meta_path = root / STORE_META
+    if root.exists() and not root.is_dir():
+        raise StoreError(f"store={str(root)!r} is a file; pass a directory")
+    try:
+        meta = json.loads(meta_path.read_bytes())
+    except FileNotFoundError:
+        meta = None
+    except ValueError as exc:
+        raise StoreError(f"{meta_path} is damaged ({exc}); it should hold the store's "
+                         "format and dtype") from None
+    if meta is None:
+        if not create:
+            raise FileNotFoundError(f"{root} is not a feature store (no {STORE_META})")
+        _create_store(root, dtype or "float32")
+        meta = json.loads(meta_path.read_bytes())  # another process may have won the race
+    if meta.get("format") != STORE_FORMAT:
+        raise StoreError(f"{meta_path} is not a featclf store file")
+    if int(meta.get("version", 0)) > STORE_VERSION:
+        raise StoreError(f"{root} was written by a newer featclf (store version "
+                         f"{meta['version']}); upgrade featclf to read it")
+    stored = meta.get("dtype", "float32")
+    if dtype is not None and dtype != stored:
+        raise StoreError(f"{root} stores {stored} vectors, but dtype={dtype!r} was asked for; "
+                         f"pass dtype={stored!r} (or None) or use another directory")
+    return stored
+
+
+def _create_store(root: Path, dtype: str) -> None:
+    # (open_store_meta refused a root that is not a directory.) A store another process is
+    # creating right now holds only its temporary file.
+    if root.exists() and any(p.name not in STORE_ENTRIES and not p.name.startswith(".tmp-")
+                             for p in root.iterdir()):
+        raise StoreError(f"store={str(root)!r} is a non-empty directory that is not a feature "
+                         "store; pass a new or empty directory")
+    root.mkdir(parents=True, exist_ok=True)
+    meta = {"format": STORE_FORMAT, "version": STORE_VERSION, "dtype": dtype}
+    # Two processes creating the same store write the same bytes: the rename is harmless.
+    atomic_write(root / STORE_META, [json.dumps(meta, indent=1).encode()], new_writer_id())
+    fsync_dir(root)

@@ -1,0 +1,323 @@
+"""Inspecting and repairing a store: info, verify, prune (and compact).
+
+These are the bodies of :meth:`FeatureStore.info`, :meth:`FeatureStore.verify` and
+:meth:`FeatureStore.prune` (and so of ``featclf store info|verify|prune``). Every repair writes
+new files before it removes old ones, so readers and writers running meanwhile keep working:
+see the crash-safety and concurrency parts of the design note in :mod:`featclf.store`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from featclf.progress import progress_bar
+from featclf.store._format import (
+    SHARD_INDEX,
+    atomic_write,
+    check_shard,
+    fsync_dir,
+    json_bytes,
+    new_writer_id,
+    read_samples,
+    remove_shard,
+    tree_bytes,
+    write_shard,
+    writer_is_dead,
+)
+from featclf.store._index import ConfigIndex, Shard, forget_indexes
+
+if TYPE_CHECKING:
+    from featclf.store import FeatureStore
+
+
+@dataclass
+class ConfigInfo:
+    """One namespace of a store, as ``featclf store info`` shows it."""
+
+    key: str
+    config: dict | None
+    vectors: int
+    duplicates: int
+    shards: int
+    dim: int | None
+    dtypes: list[str]
+    bytes: int
+
+
+@dataclass
+class VerifyReport:
+    """What :meth:`FeatureStore.verify` found: the shards checked and every problem."""
+
+    shards: int = 0
+    vectors: int = 0
+    bytes: int = 0
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return not self.problems
+
+
+@dataclass
+class PruneReport:
+    """What :meth:`FeatureStore.prune` removed."""
+
+    temp_files: list[str] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)
+    duplicates: int = 0
+    merged: int = 0
+    rewritten: list[str] = field(default_factory=list)
+    configs: list[str] = field(default_factory=list)
+    bytes_freed: int = 0
+
+
+def info(store: FeatureStore) -> list[ConfigInfo]:
+    """One :class:`ConfigInfo` per configuration (reads every index, no vectors)."""
+    out = []
+    for key in store.configs():
+        directory = store.root / "configs" / key
+        index = ConfigIndex(directory)
+        index.refresh()
+        size = sum(e.stat().st_size for e in os.scandir(directory) if e.is_file())
+        rows = sum(s.rows for s in index.shards)
+        distinct = len(index.distinct())
+        out.append(ConfigInfo(key, store.config(key), distinct, rows - distinct,
+                              len(index.shards), index.dim,
+                              sorted({s.dtype for s in index.shards}), size))
+    return out
+
+
+def verify(store: FeatureStore, *, progress: bool = False) -> VerifyReport:
+    """Check every shard: index readable, file present, size, header and xxh3 checksum."""
+    report = VerifyReport()
+    jobs = []
+    for key in store.configs():
+        directory = store.root / "configs" / key
+        index = ConfigIndex(directory)
+        index.refresh()
+        for name, reason in index.unreadable.items():
+            report.problems.append((f"configs/{key}/{name}", reason))
+        dims = {s.dim for s in index.shards}
+        if len(dims) > 1:
+            report.problems.append((f"configs/{key}", f"shards of different dims {dims}"))
+        jobs.extend((directory, key, s) for s in index.shards)
+    bar = progress_bar(enabled=progress, total=sum(s.nbytes for _, _, s in jobs), unit="B",
+                       unit_scale=True, desc="verify")
+    for directory, key, shard in jobs:
+        problem = check_shard(directory / f"{shard.name}.npy", shard)
+        report.shards += 1
+        report.bytes += shard.nbytes
+        if problem:
+            report.problems.append((f"configs/{key}/{shard.name}.npy", problem))
+        else:
+            report.vectors += shard.rows
+        bar.update(shard.nbytes)
+    bar.close()
+    return report
+
+
+def prune(store: FeatureStore, *, configs: Sequence[str] = (), compact: bool = False,
+          stale_seconds: float = 3600.0, lock_timeout: float = 600.0) -> PruneReport:
+    """Remove temporary files, orphans, damaged shards, duplicate vectors and namespaces.
+
+    See :meth:`FeatureStore.prune` for the parameters.
+    """
+    from filelock import FileLock
+
+    report = PruneReport()
+    root = store.root
+    with FileLock(str(root / ".prune.lock"), timeout=lock_timeout):
+        for prefix in configs:
+            key = store.resolve_config(prefix)
+            doomed = root / "configs" / key
+            # Rename first so readers see the namespace vanish at once, then delete.
+            trash = root / "configs" / f".tmp-{new_writer_id()}-deleted-{key}"
+            report.bytes_freed += tree_bytes(doomed)
+            os.replace(doomed, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+            report.configs.append(key)
+        _prune_stale(root, root, report, stale_seconds)
+        _prune_stale(root, root / "configs", report, stale_seconds)
+        for key in store.configs():
+            _prune_namespace(store, key, report, stale_seconds, compact)
+        _compact_samples(root)
+        forget_indexes(root)
+    return report
+
+
+def _prune_stale(root: Path, directory: Path, report: PruneReport,
+                 stale_seconds: float) -> None:
+    if not directory.is_dir():
+        return
+    now = time.time()
+    for entry in os.scandir(directory):
+        if not entry.name.startswith(".tmp-"):
+            continue
+        if writer_is_dead(entry.name) or now - entry.stat().st_mtime > stale_seconds:
+            report.bytes_freed += tree_bytes(Path(entry.path))
+            if entry.is_dir():
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+            report.temp_files.append(os.path.relpath(entry.path, root))
+
+
+def _shard_files(directory: Path) -> tuple[list[str], list[str]]:
+    """(index files, .npy files) of a namespace."""
+    indexes, arrays = [], []
+    for name in sorted(os.listdir(directory)):
+        if name.startswith(".tmp-"):
+            continue
+        if SHARD_INDEX.match(name):
+            indexes.append(name)
+        elif name.startswith("shard-") and name.endswith(".npy"):
+            arrays.append(name)
+    return indexes, arrays
+
+
+def _prune_namespace(store: FeatureStore, key: str, report: PruneReport, stale_seconds: float,
+                     compact: bool) -> None:
+    directory = store.root / "configs" / key
+    rel = f"configs/{key}"
+    _prune_stale(store.root, directory, report, stale_seconds)
+    indexes, arrays = _shard_files(directory)
+    indexed = {name[:-5] for name in indexes}
+    now = time.time()
+    for name in arrays:  # a shard whose writer died before writing its index
+        path = directory / name
+        if name[:-4] not in indexed and (writer_is_dead(name) or
+                                         now - path.stat().st_mtime > stale_seconds):
+            report.bytes_freed += path.stat().st_size
+            path.unlink()
+            report.orphans.append(f"{rel}/{name}")
+    index = ConfigIndex(directory)
+    index.refresh()
+    for name, reason in index.unreadable.items():
+        report.bytes_freed += (directory / name).stat().st_size
+        (directory / name).unlink()
+        report.damaged.append(f"{rel}/{name} ({reason})")
+    good: list[Shard] = []
+    for shard in index.shards:
+        problem = check_shard(directory / f"{shard.name}.npy", shard)
+        if problem:
+            report.bytes_freed += remove_shard(directory, shard.name)
+            report.damaged.append(f"{rel}/{shard.name}.npy ({problem})")
+        else:
+            good.append(shard)
+    kept: dict[str, tuple[Any, Any]] = {}  # digest -> (path, label) of the copy kept
+    rescued: dict[str, tuple[Any, Any]] = {}  # what only a dropped copy knew
+    merger = _ShardMerger(directory, store.shard_rows, report)
+    for shard in good:
+        keep = []
+        for r, d in enumerate(shard.digests):
+            path = shard.paths[r] if shard.paths else None
+            label = shard.labels[r] if shard.labels else None
+            if d not in kept:
+                kept[d] = (path, label)
+                keep.append(r)
+            elif (kept[d][0] is None and path is not None) or \
+                    (kept[d][1] is None and label is not None):
+                rescued[d] = (path, label)
+        small = compact and len(keep) < store.shard_rows // 2
+        if len(keep) == shard.rows and not small:
+            continue
+        report.duplicates += shard.rows - len(keep)
+        report.merged += int(small)
+        merger.add(shard, keep)
+    merger.finish()
+    if rescued:  # a dropped copy had a path or label the kept one lacks: keep it for export
+        store.record_samples(list(rescued), [v[0] for v in rescued.values()],
+                             labels=[v[1] for v in rescued.values()])
+
+
+def _compact_samples(root: Path) -> None:
+    directory = root / "samples"
+    if not directory.is_dir():
+        return
+    names = sorted(n for n in os.listdir(directory) if n.endswith(".json")
+                   and not n.startswith("."))
+    if len(names) < 2:
+        return
+    merged = read_samples(root)
+    writer = new_writer_id()
+    data = {"digests": list(merged), "paths": [v[0] for v in merged.values()],
+            "labels": [v[1] for v in merged.values()]}
+    # Same time stamp as the newest file read, so files written meanwhile still win.
+    newest = names[-1].split("-", 1)[0]
+    atomic_write(directory / f"{newest}-{writer}.json", [json_bytes(data)], writer)
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            (directory / name).unlink()
+
+
+class _ShardMerger:
+    """Rewrites chosen rows of old shards as new shards of ``shard_rows`` rows (for prune).
+
+    An old shard is removed only once every row kept from it is in a new shard on disk, so a
+    crash or a concurrent reader never finds a vector missing (at worst, twice).
+    """
+
+    def __init__(self, directory: Path, shard_rows: int, report: PruneReport) -> None:
+        self.directory, self.shard_rows, self.report = directory, shard_rows, report
+        self.writer_id, self.seq = new_writer_id(), 0
+        self.digests: list[str] = []
+        self.vectors: list[np.ndarray] = []
+        self.paths: list[str | None] = []
+        self.labels: list[Any] = []
+        self.has_labels = False
+        self.sources: list[tuple[Shard, int]] = []  # (old shard, buffered rows up to its last)
+
+    def add(self, shard: Shard, keep: list[int]) -> None:
+        """Take rows ``keep`` of ``shard``; write whole new shards when there are enough."""
+        if keep:
+            data = np.load(self.directory / f"{shard.name}.npy", mmap_mode="r")
+            self.vectors.append(np.asarray(data[keep]))
+            self.digests.extend(shard.digests[r] for r in keep)
+            self.paths.extend(shard.paths[r] if shard.paths else None for r in keep)
+            self.labels.extend(shard.labels[r] if shard.labels else None for r in keep)
+            self.has_labels |= bool(shard.labels)
+        self.sources.append((shard, len(self.digests)))
+        self._write(final=False)
+
+    def finish(self) -> None:
+        """Write what is left, and remove the old shards."""
+        self._write(final=True)
+        fsync_dir(self.directory)
+
+    def _write(self, *, final: bool) -> None:
+        n = len(self.digests)
+        end = n if final else n - n % self.shard_rows
+        if end == 0 and not (final and self.sources):
+            return
+        vectors = np.concatenate(self.vectors) if self.vectors else None
+        for start in range(0, end, self.shard_rows):
+            stop = min(start + self.shard_rows, end)
+            stem = f"shard-{self.writer_id}-{self.seq:06d}"
+            self.seq += 1
+            write_shard(self.directory, stem, self.digests[start:stop],
+                        np.ascontiguousarray(vectors[start:stop]), self.paths[start:stop],
+                        self.labels[start:stop] if self.has_labels else None, self.writer_id)
+            self.report.rewritten.append(f"configs/{self.directory.name}/{stem}.npy")
+        # Old shards whose kept rows are all written go now (index first), the rest wait; the
+        # new names are made durable first, so a power loss cannot keep a removal but lose them.
+        done = [shard for shard, last in self.sources if last <= end]
+        if done and end:
+            fsync_dir(self.directory)
+        for shard in done:
+            self.report.bytes_freed += remove_shard(self.directory, shard.name)
+        self.sources = [(shard, last - end) for shard, last in self.sources if last > end]
+        self.digests, self.paths, self.labels = (self.digests[end:], self.paths[end:],
+                                                 self.labels[end:])
+        self.vectors = [vectors[end:]] if vectors is not None and end < n else []

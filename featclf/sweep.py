@@ -1,0 +1,211 @@
+"""One classifier's C sweep on one feature set, and its paired comparison with the softmax head.
+
+:func:`sweep` chooses C on training data only (``GridSearchCV``: stratified, seeded folds, or
+the validation part when the split has one), then refits every C of the grid on all training
+features and scores it on the test features, so the report can draw accuracy against C.
+:func:`paired_stats` compares one classifier's test predictions with the softmax head's
+(McNemar's test and a bootstrap interval of the accuracy difference, :mod:`featclf.stats`).
+:func:`featclf.compare.compare` runs these for every model, layer and classifier.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from joblib import Parallel, delayed
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, f1_score, log_loss
+from sklearn.model_selection import GridSearchCV, PredefinedSplit, StratifiedKFold
+from sklearn.pipeline import Pipeline
+
+from featclf.pipelines import make_classifier
+from featclf.stats import bootstrap_accuracy_ci, bootstrap_accuracy_diff, mcnemar
+
+__all__ = ["PAIRED_COLUMNS", "Features", "Outcome", "paired_stats", "score", "sweep"]
+
+_C_PARAM = "clf__C"
+
+#: The columns :func:`paired_stats` fills (NaN on the softmax head's own row).
+PAIRED_COLUMNS = (
+    "diff_vs_softmax", "diff_ci_low", "diff_ci_high", "mcnemar_b", "mcnemar_c", "mcnemar_p",
+)  # fmt: skip
+
+
+@dataclass
+class Outcome:
+    """One evaluated classifier: its row (without paired statistics) and test predictions."""
+
+    row: dict[str, Any]
+    pred: np.ndarray
+
+
+def score(
+    y_true: np.ndarray, pred: np.ndarray, proba: np.ndarray | None, classes: np.ndarray, *,
+    n_resamples: int, confidence: float, random_state: int | None,
+) -> dict[str, float]:  # fmt: skip
+    """Accuracy with its bootstrap interval, macro-F1 and log-loss (NaN without proba).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from featclf.sweep import score
+    >>> row = score(np.array([0, 1, 1, 0]), np.array([0, 1, 0, 0]), None, np.array([0, 1]),
+    ...             n_resamples=100, confidence=0.95, random_state=0)
+    >>> row["accuracy"], bool(np.isnan(row["log_loss"]))
+    (0.75, True)
+    """
+    ci = bootstrap_accuracy_ci(
+        y_true, pred, n_resamples=n_resamples, confidence=confidence, random_state=random_state
+    )
+    return {
+        "accuracy": float(accuracy_score(y_true, pred)),
+        "accuracy_ci_low": ci.ci_low,
+        "accuracy_ci_high": ci.ci_high,
+        "macro_f1": float(f1_score(y_true, pred, average="macro", labels=classes,
+                                   zero_division=0)),
+        "log_loss": float(log_loss(y_true, proba, labels=classes)) if proba is not None
+        else math.nan,
+    }  # fmt: skip
+
+
+def _fit_one_C(
+    pipeline: Pipeline, C: float, F_train: np.ndarray, y_train: np.ndarray, F_test: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None, float, float, bool]:
+    """Fit one C on all training features; predict the test features (runs in a worker)."""
+    estimator = clone(pipeline).set_params(**{_C_PARAM: C})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        start = time.perf_counter()
+        estimator.fit(F_train, y_train)
+        fit_time = time.perf_counter() - start
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    start = time.perf_counter()
+    pred = estimator.predict(F_test)
+    proba = estimator.predict_proba(F_test) if hasattr(estimator, "predict_proba") else None
+    predict_time = time.perf_counter() - start
+    return pred, proba, fit_time, predict_time, converged
+
+
+@dataclass
+class Features:
+    """Feature matrices of one network layer for the parts of the split."""
+
+    train: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+    seconds: float
+
+    @property
+    def n_images(self) -> int:
+        return len(self.train) + len(self.validation) + len(self.test)
+
+
+def sweep(
+    name: str, features: Features, y_train: np.ndarray, y_val: np.ndarray,
+    y_test: np.ndarray, classes: np.ndarray, *, grid: Sequence[float],
+    options: Mapping[str, Any], cv: int, n_jobs: int | None, random_state: int | None,
+    n_resamples: int, confidence: float,
+) -> list[Outcome]:  # fmt: skip
+    """Select C for one classifier on training data only; score every C on the test features.
+
+    Returns
+    -------
+    list of Outcome
+        One per value of ``grid``, in order; exactly one has ``row["selected"]`` True: the C
+        with the best cross-validation (or validation) accuracy, the smallest on ties.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from featclf.sweep import Features, sweep
+    >>> rng = np.random.default_rng(0)
+    >>> y = np.repeat([0, 1], 20)
+    >>> F = (rng.normal(size=(40, 3)) + y[:, None]).astype(np.float32)
+    >>> features = Features(F[::2], F[:0], F[1::2], seconds=0.1)
+    >>> outcomes = sweep("logistic", features, y[::2], y[:0], y[1::2], np.array([0, 1]),
+    ...                  grid=[0.1, 1.0], options={}, cv=2, n_jobs=None, random_state=0,
+    ...                  n_resamples=50, confidence=0.95)
+    >>> [o.row["C"] for o in outcomes], sum(o.row["selected"] for o in outcomes)
+    ([0.1, 1.0], 1)
+    """
+    pipeline = make_classifier(name, **options)
+    if len(features.validation):
+        # A validation part: fit on the training features, score on the validation features.
+        F_select = np.concatenate([features.train, features.validation])
+        y_select = np.concatenate([y_train, y_val])
+        splitter: Any = PredefinedSplit(
+            np.r_[np.full(len(y_train), -1), np.zeros(len(y_val), dtype=int)]
+        )
+    else:
+        F_select, y_select = features.train, y_train
+        splitter = StratifiedKFold(n_splits=cv, shuffle=True, random_state=random_state)
+    search = GridSearchCV(
+        pipeline, {_C_PARAM: list(grid)}, cv=splitter, n_jobs=n_jobs, refit=False,
+        error_score="raise",
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search.fit(F_select, y_select)
+    cv_scores = search.cv_results_["mean_test_score"]
+    chosen = int(search.best_index_)  # ties: the first, i.e. the smallest C
+
+    fits = Parallel(n_jobs=n_jobs)(
+        delayed(_fit_one_C)(pipeline, C, features.train, y_train, features.test) for C in grid
+    )
+    outcomes = []
+    for i, (C, (pred, proba, fit_time, predict_time, converged)) in enumerate(zip(grid, fits)):
+        row = {
+            "classifier": name,
+            "C": float(C),
+            "selected": i == chosen,
+            "cv_accuracy": float(cv_scores[i]),
+            **score(y_test, pred, proba, classes, n_resamples=n_resamples,
+                     confidence=confidence, random_state=random_state),
+            "fit_time_s": fit_time,
+            "predict_time_s": predict_time,
+            "extract_time_s": features.seconds,
+            "extract_images_per_s": features.n_images / features.seconds
+            if features.seconds > 0 else math.nan,
+            "n_features": int(features.train.shape[1]),
+            "converged": converged,
+        }  # fmt: skip
+        outcomes.append(Outcome(row, np.asarray(pred)))
+    return outcomes
+
+
+def paired_stats(
+    outcome: Outcome, reference: np.ndarray, y_test: np.ndarray, *, n_resamples: int,
+    confidence: float, random_state: int | None,
+) -> dict[str, float]:  # fmt: skip
+    """McNemar and the bootstrap interval of (this classifier's accuracy - the softmax head's).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from featclf.sweep import Outcome, paired_stats
+    >>> y = np.array([0, 1, 1, 0, 1])
+    >>> stats = paired_stats(Outcome({}, np.array([0, 1, 1, 0, 0])), np.array([0, 1, 0, 0, 0]),
+    ...                      y, n_resamples=100, confidence=0.95, random_state=0)
+    >>> stats["diff_vs_softmax"], stats["mcnemar_b"], stats["mcnemar_c"]
+    (0.2, 1, 0)
+    """
+    test = mcnemar(y_test, outcome.pred, reference)
+    diff = bootstrap_accuracy_diff(
+        y_test, outcome.pred, reference, n_resamples=n_resamples, confidence=confidence,
+        random_state=random_state,
+    )  # fmt: skip
+    return {
+        "diff_vs_softmax": diff.diff,
+        "diff_ci_low": diff.ci_low,
+        "diff_ci_high": diff.ci_high,
+        "mcnemar_b": test.b,
+        "mcnemar_c": test.c,
+        "mcnemar_p": test.pvalue,
+    }

@@ -1,0 +1,287 @@
+"""The training loop behind ``SoftmaxClassifier.fit``: data staging, steps, epochs, history.
+
+Kept apart from the estimator (as skorch keeps ``train_step``/``run_single_epoch`` apart from
+its ``NeuralNet``): the estimator decides *what* to train (network, preprocessing,
+augmentation) and this module *how*, from a :class:`Recipe` of the hyper-parameters. Per-epoch
+history is data (a DataFrame), not print statements.
+
+When the preprocessed training set fits in :data:`IN_MEMORY_LIMIT_BYTES` (2 GiB; MNIST-5k is
+16 MB), it is preprocessed once into one tensor, so epochs only index and copy; the same holds
+for image files, which are then decoded once. Larger inputs are streamed: decoded and
+preprocessed again every epoch, in a shuffled order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from featclf.data.inputs import ImageSource
+from featclf.devices import autocast
+from featclf.progress import progress_bar
+
+#: Largest preprocessed training set (bytes of float32) kept in memory; larger ones are streamed.
+IN_MEMORY_LIMIT_BYTES = 2 * 1024**3
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
+                   "seconds")
+# channels_last trained lenet5 and seed_cnn faster than the default layout on the CPU
+# (artifacts/models/README.md), so CPU training uses it.
+CHANNELS_LAST_ON_CPU = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """The hyper-parameters of one training run (``SoftmaxClassifier``'s, validated)."""
+
+    epochs: int
+    batch_size: int
+    optimizer: str
+    lr: float
+    momentum: float
+    nesterov: bool
+    lr_decay: float
+    lr_schedule: str | None
+    weight_decay: float
+    freeze_backbone: bool
+    num_workers: int
+    progress: bool
+
+
+def lr_factor(step: int, *, decay: float, schedule: str | None, total_steps: int) -> float:
+    """Multiplier of the base learning rate at optimizer step ``step`` (counted from 0).
+
+    ``1 / (1 + decay * step)`` is Keras' ``SGD(decay=...)``, applied per batch. ``"cosine"``
+    multiplies by ``(1 + cos(pi * step / total_steps)) / 2``; ``"step"`` by 0.1 after half and
+    again after three quarters of the steps.
+
+    Examples
+    --------
+    >>> lr_factor(0, decay=1e-6, schedule=None, total_steps=400)
+    1.0
+    >>> round(lr_factor(400, decay=1e-6, schedule=None, total_steps=400), 6)
+    0.9996
+    >>> lr_factor(300, decay=0.0, schedule="step", total_steps=400)
+    0.010000000000000002
+    """
+    factor = 1.0 / (1.0 + decay * step)
+    if schedule == "cosine":
+        factor *= 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+    elif schedule == "step":
+        factor *= 0.1 ** ((step >= total_steps / 2) + (step >= 3 * total_steps / 4))
+    return factor
+
+
+
+@dataclasses.dataclass
+class TrainingData:
+    """Training or validation images: in memory (``images``) or streamed from ``source``."""
+
+    labels: torch.Tensor
+    images: torch.Tensor | None = None
+    source: ImageSource | None = None
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclasses.dataclass
+class Pipeline:
+    """``load`` runs when images are read (once, or every epoch when streamed); ``augment``
+    then ``finish`` run on every training batch; ``finish`` on every validation batch."""
+
+    load: Callable[[torch.Tensor], torch.Tensor] | None
+    augment: Callable[[torch.Tensor], torch.Tensor] | None
+    finish: Callable[[torch.Tensor], torch.Tensor] | None
+
+
+def per_sample(transform: Callable, batch: torch.Tensor) -> torch.Tensor:
+    """Apply ``transform`` to each image on its own: torchvision v2 transforms draw one set of
+    random parameters per call, and Keras' generator draws one per image."""
+    return torch.stack([transform(image) for image in batch])
+
+
+def collect(source: ImageSource, preprocess, batch_size: int,
+             num_workers: int = 0) -> torch.Tensor:
+    """All of ``source``, preprocessed, as one tensor."""
+    batches = [b.images for b in source.iter_batches(batch_size=batch_size,
+                                                     preprocess=preprocess,
+                                                     num_workers=num_workers)]
+    return torch.cat(batches) if len(batches) > 1 else batches[0]
+
+
+def channel_stats(batches: Iterator[torch.Tensor]) -> tuple[tuple[float, ...],
+                                                             tuple[float, ...]]:
+    """Per-channel mean and std over all images and pixels (Keras' featurewise statistics)."""
+    total = total_sq = None
+    count = 0
+    for b in batches:
+        b64 = b.double()
+        s, sq = b64.sum(dim=(0, 2, 3)), (b64 * b64).sum(dim=(0, 2, 3))
+        total = s if total is None else total + s
+        total_sq = sq if total_sq is None else total_sq + sq
+        count += b.shape[0] * b.shape[2] * b.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean * mean).clamp_min(0).sqrt().clamp_min(1e-7)
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def interactive() -> bool:
+    """Whether progress bars can redraw in place: a terminal or a Jupyter notebook."""
+    return "ipykernel" in sys.modules or (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+
+
+def stage(source: ImageSource, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
+          pipeline: Pipeline, device: torch.device, num_workers: int
+          ) -> tuple[TrainingData, TrainingData]:
+    """Preprocess once into memory when it fits, else keep the sources for streaming."""
+    labels = torch.as_tensor(y, dtype=torch.long)
+    first = collect(source.subset([0]), pipeline.load, 1)
+    needed = first[0].numel() * first.element_size() * len(source)
+    if needed <= IN_MEMORY_LIMIT_BYTES:
+        images = collect(source, pipeline.load, 256, num_workers).to(device)
+        t_idx, v_idx = (torch.as_tensor(i, dtype=torch.long) for i in (train_idx, val_idx))
+        return (TrainingData(labels[t_idx].to(device), images=images[t_idx.to(device)]),
+                TrainingData(labels[v_idx].to(device), images=images[v_idx.to(device)]))
+    return (TrainingData(labels[train_idx], source=source.subset(train_idx)),
+            TrainingData(labels[val_idx], source=source.subset(val_idx)))
+
+
+def batches(recipe: Recipe, split: TrainingData, pipeline: Pipeline, device: torch.device, *,
+             generator: torch.Generator | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(images, labels)`` batches on ``device``; shuffled when a generator is given."""
+    n = len(split)
+    order = torch.randperm(n, generator=generator) if generator is not None else None
+    if split.images is not None:
+        for start in range(0, n, recipe.batch_size):
+            if order is None:
+                yield (split.images[start:start + recipe.batch_size],
+                       split.labels[start:start + recipe.batch_size])
+            else:
+                idx = order[start:start + recipe.batch_size].to(split.images.device)
+                yield split.images[idx], split.labels[idx]
+        return
+    source = split.source if order is None else split.source.subset(order.numpy())
+    labels = split.labels if order is None else split.labels[order]
+    for batch in source.iter_batches(batch_size=recipe.batch_size, preprocess=pipeline.load,
+                                     num_workers=recipe.num_workers,
+                                     pin_memory=device.type == "cuda"):
+        yield (batch.images.to(device, non_blocking=True),
+               labels[torch.as_tensor(batch.indices)].to(device, non_blocking=True))
+
+
+def make_optimizer(recipe: Recipe, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
+                               nesterov=bool(recipe.nesterov and recipe.momentum > 0),
+                               weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+def train_network(recipe: Recipe, module: nn.Module, head: str, train: TrainingData,
+                  val: TrainingData,
+           pipeline: Pipeline, device: torch.device, precision: str,
+           generator: torch.Generator, patience: int | None) -> tuple[pd.DataFrame, int]:
+    channels_last = device.type == "cuda" or CHANNELS_LAST_ON_CPU
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    module.to(device, memory_format=memory_format)
+    if recipe.freeze_backbone:
+        for p in module.parameters():
+            p.requires_grad_(False)
+        for p in module.get_submodule(head).parameters():
+            p.requires_grad_(True)
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = make_optimizer(recipe, params)
+    steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
+        lr_factor, decay=recipe.lr_decay, schedule=recipe.lr_schedule,
+        total_steps=steps_per_epoch * recipe.epochs))
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16"
+                                  and device.type == "cuda")
+    rows: list[dict] = []
+    best_loss, best_state, since_best = math.inf, None, 0
+    for epoch in range(1, recipe.epochs + 1):
+        started = time.perf_counter()
+        set_train_mode(recipe, module, head)
+        bar = progress_bar(total=steps_per_epoch, desc=f"epoch {epoch}/{recipe.epochs}",
+                           enabled=recipe.progress and interactive(), leave=True,
+                           unit="batch")
+        loss_sum, correct, seen, lr_used = 0.0, 0, 0, recipe.lr
+        for xb, yb in batches(recipe, train, pipeline, device, generator=generator):
+            if pipeline.augment is not None:
+                xb = pipeline.augment(xb)
+            if pipeline.finish is not None:
+                xb = pipeline.finish(xb)
+            xb = xb.contiguous(memory_format=memory_format)
+            with autocast(device, precision):
+                logits = module(xb)
+            loss = F.cross_entropy(logits.float(), yb)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            lr_used = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            loss_sum += float(loss.detach()) * len(yb)
+            correct += int((logits.detach().argmax(1) == yb).sum())
+            seen += len(yb)
+            bar.update(1)
+        row = {"epoch": epoch, "train_loss": loss_sum / seen,
+               "train_accuracy": correct / seen, "val_loss": math.nan,
+               "val_accuracy": math.nan, "lr": lr_used}
+        if len(val):
+            row["val_loss"], row["val_accuracy"] = evaluate(recipe,
+                module, val, pipeline, device, precision, memory_format)
+        row["seconds"] = time.perf_counter() - started
+        rows.append(row)
+        summary = (f"loss={row['train_loss']:.4f} acc={row['train_accuracy']:.4f}"
+                   + (f" val_loss={row['val_loss']:.4f} val_acc={row['val_accuracy']:.4f}"
+                      if len(val) else ""))
+        bar.set_postfix_str(summary, refresh=True)
+        bar.close()
+        if recipe.progress and bar.disable:  # a log file: one plain line per epoch, no bar
+            print(f"epoch {epoch}/{recipe.epochs}: {summary} ({row['seconds']:.1f} s)",
+                  file=sys.stderr, flush=True)
+        if patience is not None:
+            if row["val_loss"] < best_loss:
+                best_loss, since_best = row["val_loss"], 0
+                best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            else:
+                since_best += 1
+                if since_best >= patience:
+                    break
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)), len(rows)
+
+def set_train_mode(recipe: Recipe, module: nn.Module, head: str) -> None:
+    if recipe.freeze_backbone:  # a probe on fixed features: batch-norm/dropout as at inference
+        module.eval()
+        module.get_submodule(head).train()
+    else:
+        module.train()
+
+@torch.no_grad()
+def evaluate(recipe: Recipe, module: nn.Module, val: TrainingData, pipeline: Pipeline,
+              device: torch.device, precision: str, memory_format) -> tuple[float, float]:
+    module.eval()
+    loss_sum, correct = 0.0, 0
+    for xb, yb in batches(recipe, val, pipeline, device, generator=None):
+        if pipeline.finish is not None:
+            xb = pipeline.finish(xb)
+        with autocast(device, precision):
+            logits = module(xb.contiguous(memory_format=memory_format)).float()
+        loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
+        correct += int((logits.argmax(1) == yb).sum())
+    return loss_sum / len(val), correct / len(val)
+
