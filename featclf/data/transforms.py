@@ -107,7 +107,8 @@ class ImagePreprocess:
 
         This is the part of the work that depends on the input's size. On uint8 images it runs
         in uint8, as torchvision's own ``weights.transforms()`` does: resizing 8-bit pixels is
-        faster than resizing floats (``artifacts/benchmarks``), and cropping first leaves fewer pixels to convert.
+        faster than resizing floats (``artifacts/benchmarks``), and cropping first leaves fewer
+        pixels to convert.
         File workers run it, so batches cross processes and the bus as uint8 (4x fewer bytes).
 
         Parameters
