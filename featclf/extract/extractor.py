@@ -42,7 +42,13 @@ from featclf.data.transforms import (
 )
 from featclf.devices import PRECISIONS, resolve_precision
 from featclf.extract.cached import FeatureExtraction, cached_features
-from featclf.extract.layers import PENULTIMATE, block_names, layer_feature_model
+from featclf.extract.layers import (
+    PENULTIMATE,
+    block_names,
+    feature_names,
+    layer_feature_model,
+    probe_widths,
+)
 from featclf.inference import BatchRunner, resolve_batch_size
 from featclf.models import Network, load_network
 from featclf.models.head import POOLINGS
@@ -279,11 +285,10 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         params = {name: shared[name] if name in shared else clone(value, safe=False)
                   for name, value in self.get_params(deep=False).items()}
         new = type(self)(**params)
-        for attr in ("_metadata_request", "_sklearn_output_config"):
-            if hasattr(self, attr):
-                setattr(new, attr, copy.deepcopy(getattr(self, attr)))
-        if hasattr(self, "_skl_callbacks"):
-            new._skl_callbacks = self._skl_callbacks
+        for attr in ("_metadata_request", "_sklearn_output_config", "_skl_callbacks"):
+            if hasattr(self, attr):  # what BaseEstimator.__sklearn_clone__ carries over
+                value = getattr(self, attr)
+                setattr(new, attr, value if attr == "_skl_callbacks" else copy.deepcopy(value))
         return new
 
     def __setstate__(self, state):
@@ -396,10 +401,7 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
             probe = None
         if probe is None:
             return dict.fromkeys(blocks)
-        with torch.inference_mode():
-            out = self.feature_model_(self.runner_.layout(probe.float()))
-        outs = out if isinstance(out, dict) else {blocks[0]: out}
-        return {name: int(outs[name].shape[1]) for name in blocks}
+        return probe_widths(self.feature_model_, blocks, self.runner_.layout(probe.float()))
 
     # ------------------------------------------------------------------ transform
     def _preprocess_for(self, source: ImageSource | None) -> Callable | None:
@@ -633,13 +635,8 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
             raise ValueError("the feature length is unknown until images are seen: this network "
                              "has no preprocessing that fixes the input size; call fit(X) with "
                              "some images or pass preprocess=ImagePreprocess(size=...)")
-        model = self.model_name_ or "deepfeat"
-        named = len(self.feature_blocks_) > 1 or self.layer is not None
-        names = []
-        for block, width in self.feature_blocks_.items():
-            prefix = f"{model}_{block.replace('.', '_')}" if named else model
-            names += [f"{prefix}_f{i}" for i in range(width)]
-        return np.asarray(names, dtype=object)
+        return feature_names(self.model_name_ or "deepfeat", self.feature_blocks_,
+                             named=len(self.feature_blocks_) > 1 or self.layer is not None)
 
 
 def _square_text(width: int) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
+import torch
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
@@ -21,7 +23,7 @@ from featclf.models.head import (
     without_head,
 )
 
-__all__ = ["PENULTIMATE", "block_names", "layer_feature_model"]
+__all__ = ["PENULTIMATE", "block_names", "feature_names", "layer_feature_model", "probe_widths"]
 
 #: The block name of the final classification layer's input.
 PENULTIMATE = "penultimate"
@@ -92,3 +94,34 @@ def layer_feature_model(module: nn.Module, blocks: list[str], *, head: str | Non
             nodes[name] = name
     graph = create_feature_extractor(body, return_nodes=nodes)
     return PooledFeatures(graph, pooling, named=True).eval()
+
+
+def probe_widths(model: nn.Module, blocks: list[str], probe: torch.Tensor) -> dict[str, int]:
+    """Each block's width, from one forward pass of ``probe`` (where ``model`` lies).
+
+    Examples
+    --------
+    >>> from featclf.models.seed import LeNet5
+    >>> net = layer_feature_model(LeNet5(), ["c5", "penultimate"], head="output", pooling="avg")
+    >>> probe_widths(net, ["c5", "penultimate"], torch.zeros(1, 1, 28, 28))
+    {'c5': 120, 'penultimate': 84}
+    """
+    with torch.inference_mode():
+        out = model(probe)
+    outs = out if isinstance(out, dict) else {blocks[0]: out}
+    return {name: int(outs[name].shape[1]) for name in blocks}
+
+
+def feature_names(prefix: str, widths: dict[str, int], *, named: bool) -> np.ndarray:
+    """Output column names: ``"<prefix>_f<i>"``, or ``"<prefix>_<block>_f<i>"`` when ``named``.
+
+    Examples
+    --------
+    >>> feature_names("lenet5", {"c5": 2, "penultimate": 1}, named=True).tolist()
+    ['lenet5_c5_f0', 'lenet5_c5_f1', 'lenet5_penultimate_f0']
+    """
+    names = []
+    for block, width in widths.items():
+        start = f"{prefix}_{block.replace('.', '_')}" if named else prefix
+        names += [f"{start}_f{i}" for i in range(width)]
+    return np.asarray(names, dtype=object)
