@@ -31,6 +31,7 @@ Examples
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator
@@ -151,7 +152,8 @@ class BatchRunner:
         # A compiled graph does not pickle, and pickles must load on machines without the GPU.
         state = dict(self.__dict__, _compiled=None)
         if module_device(self.module).type != "cpu":
-            state["module"] = self.module.to("cpu")
+            # A CPU copy: the live network stays on its device for the next batch.
+            state["module"] = copy.deepcopy(self.module).to("cpu")
         return state
 
     def layout(self, images: torch.Tensor) -> torch.Tensor:

@@ -63,8 +63,36 @@ def test_every_module_is_on_a_floor_and_imports_only_downward():
     assert climbing == []
 
 
-def test_the_readme_map_names_every_floor():
+def _readme_rows() -> dict[str, int]:
+    """The row of the README's module map on which each featclf module is drawn (top first)."""
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## For contributors"):]
-    drawn = set(re.findall(r"featclf\.([a-z_]+)", section))
-    assert set(FLOOR) - {"__init__", "__main__"} <= drawn
+    block = section[section.index("```") + 3:]
+    block = block[:block.index("```")]
+    rows: dict[str, int] = {}
+    for row, line in enumerate(block.strip().splitlines()):
+        for name in re.findall(r"featclf\.([a-z_]+)", line):
+            rows.setdefault(name, row)
+    return rows
+
+
+def test_the_readme_map_draws_every_import_downward():
+    rows = _readme_rows()
+    assert set(FLOOR) - {"__init__", "__main__"} <= set(rows), "a module missing from the map"
+    upward = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        unit = _unit(path)
+        if unit not in rows:
+            continue
+        for target in _imports(path) - {unit}:
+            # Drawn below the importer, or beside it only among the shared leaves.
+            if rows[target] < rows[unit] or (rows[target] == rows[unit]
+                                              and FLOOR[target] != FLOOR["params"]):
+                upward.append(f"{unit} (row {rows[unit]}) -> {target} (row {rows[target]})")
+    assert upward == []
+
+
+def test_the_store_knows_no_images_models_or_networks():
+    forbidden = {"data", "models", "extract", "inference", "train"}
+    for path in sorted((PACKAGE / "store").rglob("*.py")):
+        assert not _imports(path) & forbidden, path.name

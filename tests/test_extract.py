@@ -40,6 +40,7 @@ from featclf.extract import (
 from featclf.fingerprint import digest_json
 from featclf.models import get_model, load_network, save_checkpoint
 from featclf.models.weights import WeightsError
+from featclf.store import FeatureStore
 
 TOL = 1e-4
 RESNET_PRE = ImagePreprocess(32, 3, IMAGENET_MEAN, IMAGENET_STD)  # small images keep it fast
@@ -665,3 +666,31 @@ def test_cuda_auto_precision_is_bf16_and_close(resnet, rgb_images):
     assert float(np.abs(features - expected).max()) < 0.05 * scale
     restored = pickle.loads(pickle.dumps(ext))  # weights come back to the CPU for pickling
     np.testing.assert_allclose(restored.transform(rgb_images), features, atol=1e-6)
+
+
+# ---------------------------------------------------------------- cache identity
+
+
+def test_cache_key_of_the_default_lenet5_is_pinned():
+    # Any change to fingerprints, configurations or their hashing silently orphans every
+    # stored vector: it must be a deliberate change of this number (and said in the notes).
+    ext = DeepFeatureExtractor("lenet5").fit()
+    assert ext.model_fingerprint_ == "b92663fd3918a7db93bff158b0131c71"
+    assert FeatureStore.config_key(ext.cache_config_()) == "03323cd2e7588785f4f754820775a81e"
+
+
+def test_a_module_changed_after_fit_never_files_new_vectors_under_old_weights(tmp_path, digits):
+    module = get_model("lenet5")
+    store = tmp_path / "store"
+    before = DeepFeatureExtractor(module, preprocess=LENET_PRE, store=store).fit()
+    with torch.no_grad():  # the user keeps training their network after building the extractor
+        for p in module.parameters():
+            p.add_(0.5)
+    first = before.extract(digits)  # the weights as they were at fit, under their fingerprint
+    assert first.n_computed == len(digits)
+    after = DeepFeatureExtractor(module, preprocess=LENET_PRE, store=store).fit()
+    assert after.model_fingerprint_ != before.model_fingerprint_
+    again = after.extract(digits)
+    assert (again.n_computed, again.n_reused) == (len(digits), 0)
+    assert np.abs(again.features - first.features).max() > 1e-3
+    np.testing.assert_array_equal(before.extract(digits).features, first.features)

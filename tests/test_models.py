@@ -413,3 +413,18 @@ def test_models_command_lists_featclf_models_and_counts_torchvision(capsys):
     assert rows["resnet50"].split()[1:5] == ["3x224x224", "2048", "fc", "torchvision"]
     assert "IMAGENET1K_V2 (DEFAULT)" in rows["resnet50"]
     assert rows["squeezenet1_0"].split()[2:4] == ["-", "-"]  # no Linear head
+
+
+@pytest.mark.parametrize("name, resize, size, interpolation", [
+    ("resnet50", 256, (224, 224), "bilinear"),  # IMAGENET1K_V1's recipe, not DEFAULT's 232
+    ("mobilenet_v3_large", 256, (224, 224), "bilinear"),
+    ("efficientnet_b3", 320, (300, 300), "bicubic"),
+])
+def test_random_torchvision_weights_get_the_first_published_recipe(name, resize, size,
+                                                                     interpolation):
+    # The rule for weights that bring no recipe of their own: the architecture's first
+    # torchvision weights (the input it was published with), interpolation included.
+    network = load_network(name, "random")
+    assert network.weights.kind == "random"
+    pre = network.preprocess
+    assert (pre.resize, pre.output_size, pre.interpolation) == (resize, size, interpolation)

@@ -52,7 +52,8 @@ from featclf.extract.layers import (
 from featclf.inference import BatchRunner, resolve_batch_size
 from featclf.models import Network, load_network
 from featclf.models.head import POOLINGS
-from featclf.params import HasMethods, Interval, StrOptions, check_params
+from featclf.params import Interval, StrOptions, check_params
+from featclf.store import FeatureStore
 
 __all__ = [
     "FEATURE_FORMAT_VERSION",
@@ -79,7 +80,7 @@ def _fitted_network(model) -> Network | None:
     if isinstance(model, torch.nn.Module):
         return None
     network = getattr(model, "network_", None)
-    return network if isinstance(network, Network) else None
+    return network if isinstance(network, Network) and network.module is not None else None
 
 
 class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
@@ -165,8 +166,9 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
     Attributes
     ----------
     network_ : featclf.models.Network
-        The network it was built from: architecture, where its weights came from
-        (``network_.weights``), preprocessing, head and fingerprint.
+        The :meth:`~featclf.models.Network.description` of the network it was built from:
+        architecture, where its weights came from (``network_.weights``), preprocessing, head
+        and fingerprint (the weights themselves are in ``feature_model_``).
     feature_model_ : torch.nn.Module
         The headless network (or the network up to ``layer``) with pooling: images → ``(n, d)``
         (for several layers, a dict of them).
@@ -234,7 +236,7 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         "precision": [StrOptions(set(PRECISIONS))],
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "num_workers": [Interval(Integral, 0, None, closed="left")],
-        "store": [None, str, os.PathLike, HasMethods(["get", "writer"])],
+        "store": [None, str, os.PathLike, FeatureStore],
         "on_error": [StrOptions({"raise", "skip"})],
         "progress": ["boolean"],
         "compile": ["boolean"],
@@ -367,7 +369,9 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         network = load_network(self.model, self.weights, seed=0)
         features = layer_feature_model(network.module, blocks, head=network.head,
                                        pooling=self.pooling).to("cpu")
-        self.network_ = network
+        # The feature model holds (a copy of) the weights; the extractor keeps the description,
+        # so it does not carry (and pickle) the whole classifier a second time.
+        self.network_ = network.description()
         self.preprocess_ = self._resolve_preprocess(network)
         self.runner_ = BatchRunner(features, device=self.device, precision=self.precision,
                                    compile=self.compile)
@@ -536,11 +540,9 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
                              "cache_configs_() for one configuration per layer")
         return next(iter(configs.values()))
 
-    def _store(self):
-        if self.store is None or hasattr(self.store, "writer"):
+    def _store(self) -> FeatureStore | None:
+        if self.store is None or isinstance(self.store, FeatureStore):
             return self.store
-        from featclf.store import FeatureStore
-
         return FeatureStore(self.store)
 
     def extract(self, X) -> FeatureExtraction:

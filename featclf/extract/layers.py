@@ -80,12 +80,13 @@ def layer_feature_model(module: nn.Module, blocks: list[str], *, head: str | Non
         layer = None if blocks[0] == PENULTIMATE else blocks[0]
         return feature_model(module, layer=layer, head=head, pooling=pooling)
     nodes: dict[str, str] = {}
-    body = copy.deepcopy(module)
     if PENULTIMATE in blocks:
         head = head or find_head(module)
-        # The head becomes an Identity leaf: its node's output is the head's input.
+        # The head becomes an Identity leaf (in a copy): its node's output is the head's input.
         body = without_head(module, head)
         nodes[head] = PENULTIMATE
+    else:
+        body = copy.deepcopy(module)
     for name in blocks:
         if name != PENULTIMATE:
             check_layer(module, name)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import functools
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -91,9 +90,10 @@ class Network:
 
     Attributes
     ----------
-    module : torch.nn.Module
+    module : torch.nn.Module or None
         The full classifier, head included: in eval mode on the CPU when featclf built or
-        copied it; a module given as ``model=`` is used as it is.
+        copied it; a module given as ``model=`` is used as it is. None in a
+        :meth:`description`.
     arch : str or None
         Registry or torchvision name; None for an anonymous module.
     weights : WeightsSource
@@ -106,6 +106,10 @@ class Network:
         The head's input size (the penultimate features).
     metadata : dict or None
         The featclf checkpoint metadata its weights came with (classes, params, history).
+    fingerprint : str
+        Digest of the module's class and every weight and buffer, taken when the Network is
+        made: equal for the same network however it was built (the architecture name is not
+        part of it, so ``"lenet5"`` and a ``LeNet5()`` with the same weights agree).
 
     Examples
     --------
@@ -116,22 +120,36 @@ class Network:
     True
     """
 
-    module: nn.Module
+    module: nn.Module | None
     arch: str | None
     weights: WeightsSource
     preprocess: ImagePreprocess | Callable | None
     head: str | None
     feature_dim: int | None
     metadata: dict | None = None
+    fingerprint: str | None = dataclasses.field(default=None, repr=False)
 
-    @functools.cached_property
-    def fingerprint(self) -> str:
-        """Digest of the module's class and every weight and buffer (computed once).
+    def __post_init__(self) -> None:
+        # Taken when the Network is made, so it names the weights as they were then even if a
+        # module given as it is changes afterwards (a store must never file new vectors under
+        # old weights). A Network with a module always computes its own.
+        if self.module is not None:
+            object.__setattr__(self, "fingerprint", module_fingerprint(self.module))
+        elif self.fingerprint is None:
+            raise ValueError("Network: one without its module needs the fingerprint of it")
 
-        Equal for the same network however it was built; the architecture name is not part of
-        it, so ``"lenet5"`` and a ``LeNet5()`` module with the same weights agree.
+    def description(self) -> Network:
+        """This network without its module: what it is, where its weights came from, and its
+        fingerprint (what an extractor keeps once it has built its own feature model).
+
+        Examples
+        --------
+        >>> net = load_network("lenet5")
+        >>> about = net.description()
+        >>> about.module is None, about.fingerprint == net.fingerprint, about.arch
+        (True, True, 'lenet5')
         """
-        return module_fingerprint(self.module)
+        return dataclasses.replace(self, module=None, fingerprint=self.fingerprint)
 
     def __repr__(self) -> str:
         arch = self.arch or type(self.module).__name__

@@ -46,7 +46,7 @@ from featclf.data.transforms import ImagePreprocess, seed_augmentation
 from featclf.devices import PRECISIONS, resolve_device, resolve_precision
 from featclf.inference import BatchRunner
 from featclf.models import Network, WeightsError, WeightsSource, load_network, save_checkpoint
-from featclf.models.head import find_head, replace_head
+from featclf.models.head import find_head
 from featclf.params import Interval, Options, StrOptions, check_params
 from featclf.train.loop import (
     HISTORY_COLUMNS,
@@ -86,13 +86,16 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    model : str or torch.nn.Module, default="lenet5"
-        A zoo name (:func:`featclf.models.list_models`), whose final layer is sized to the
-        number of classes, or any ``nn.Module`` classifier (deep-copied at ``fit``; its last
-        ``nn.Linear`` is the head, replaced when its size is not the number of classes).
+    model : str, path-like, torch.nn.Module, Network or fitted estimator, default="lenet5"
+        The network to train, as :func:`featclf.models.load_network` takes it: a model name
+        (:func:`featclf.models.list_models`, any torchvision classifier), a featclf
+        checkpoint, an ``nn.Module`` classifier, a ``Network`` or a fitted estimator's
+        ``network_``. Given networks are deep-copied at ``fit``; the head (the last
+        ``nn.Linear``) is replaced by a fresh one when its size is not the number of classes.
     weights : None, path, state dict or torchvision weights name, default=None
-        Starting weights (see :func:`featclf.models.get_model`); a checkpoint saved by
-        :meth:`save` continues from that network. None: random initialisation.
+        Starting weights (see :func:`featclf.models.load_network`); a checkpoint saved by
+        :meth:`save` continues from that network. None: random initialisation for a model
+        name, a given network's own weights otherwise.
     preprocess : "auto", ImagePreprocess or callable, default="auto"
         ``"auto"``: the zoo model's preprocessing; for an ``nn.Module``, pixels scaled to
         ``[0, 1]`` at the training images' size and channels. Float ``(n, C, H, W)`` inputs are
@@ -156,6 +159,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         The class labels (sorted, as ``LabelEncoder`` orders them).
     module_ : torch.nn.Module
         The trained network, on the CPU, in eval mode.
+    network_ : featclf.models.Network
+        The trained network with what featclf knows about it (architecture, where its
+        weights came from, preprocessing, head, fingerprint): what
+        :class:`~featclf.extract.DeepFeatureExtractor` reads when given this classifier.
     history_ : pandas.DataFrame
         One row per epoch: ``epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr,
         seconds``.
@@ -260,11 +267,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         start = load_network(self.model, self.weights, num_classes=n_classes, seed=None)
         module = start.module
         if not isinstance(self.model, str | os.PathLike):
-            module = copy.deepcopy(module)  # the user's module (or network) stays as it was
-        head = start.head or find_head(module)
-        if module.get_submodule(head).out_features != n_classes:
-            replace_head(module, head, n_classes)
-        return start, module, head
+            # A given network may come back as it is: training must leave the user's own alone.
+            module = copy.deepcopy(module)
+        return start, module, start.head or find_head(module)
 
     def _base_preprocess(self, source: ImageSource, network: Network):
         """What ``preprocess`` means for this model (before augment='seed' refits its stats)."""
@@ -429,9 +434,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         """The prediction runner, made once per device: on a GPU it holds one copy of the
         network there (``module_`` itself stays on the CPU, so the estimator pickles anywhere)."""
         device = resolve_device(self.device)
+        precision = resolve_precision(self.precision, device)
         cached = self.__dict__.get("_prediction_runner")
-        if cached is None or cached[0] is not self.module_ or cached[1].device.type != \
-                device.type:
+        if cached is None or cached[0] is not self.module_ or cached[1].device != device or \
+                cached[1].precision != precision:
             module = self.module_ if device.type == "cpu" else copy.deepcopy(self.module_)
             # The layout the network was trained in is kept (contiguous): predictions are
             # those of the trained network, bit for bit.
@@ -485,7 +491,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         ``torch.load(path, weights_only=True)``, or ``.safetensors``): the state dict plus JSON
         metadata
         ``model, num_classes, classes, preprocess, head, featclf_version, torch_version, params,
-        history``. ``get_model(model, weights=path)``, ``DeepFeatureExtractor(model=path)`` and
+        history``. ``load_network(path)``, ``DeepFeatureExtractor(model=path)`` and
         :meth:`load` accept it.
 
         Parameters

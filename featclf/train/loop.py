@@ -111,7 +111,7 @@ def per_sample(transform: Callable, batch: torch.Tensor) -> torch.Tensor:
 
 
 def collect(source: ImageSource, preprocess, batch_size: int,
-             num_workers: int = 0) -> torch.Tensor:
+            num_workers: int = 0) -> torch.Tensor:
     """All of ``source``, preprocessed, as one tensor."""
     batches = [b.images for b in source.iter_batches(batch_size=batch_size,
                                                      preprocess=preprocess,
@@ -157,7 +157,7 @@ def stage(source: ImageSource, y: np.ndarray, train_idx: np.ndarray, val_idx: np
 
 
 def batches(recipe: Recipe, split: TrainingData, pipeline: Pipeline, device: torch.device, *,
-             generator: torch.Generator | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            generator: torch.Generator | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``(images, labels)`` batches on ``device``; shuffled when a generator is given."""
     n = len(split)
     order = torch.randperm(n, generator=generator) if generator is not None else None
@@ -180,6 +180,7 @@ def batches(recipe: Recipe, split: TrainingData, pipeline: Pipeline, device: tor
 
 
 def make_optimizer(recipe: Recipe, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """The recipe's optimizer over ``params`` (SGD with momentum/Nesterov, Adam or AdamW)."""
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
                                nesterov=bool(recipe.nesterov and recipe.momentum > 0),
@@ -188,62 +189,105 @@ def make_optimizer(recipe: Recipe, params: list[nn.Parameter]) -> torch.optim.Op
         return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
 
-def train_network(recipe: Recipe, module: nn.Module, head: str, train: TrainingData,
-                  val: TrainingData,
-           pipeline: Pipeline, device: torch.device, precision: str,
-           generator: torch.Generator, patience: int | None) -> tuple[pd.DataFrame, int]:
-    channels_last = device.type == "cuda" or CHANNELS_LAST_ON_CPU
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    module.to(device, memory_format=memory_format)
-    if recipe.freeze_backbone:
-        for p in module.parameters():
-            p.requires_grad_(False)
-        for p in module.get_submodule(head).parameters():
-            p.requires_grad_(True)
-    params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = make_optimizer(recipe, params)
-    steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
-        lr_factor, decay=recipe.lr_decay, schedule=recipe.lr_schedule,
-        total_steps=steps_per_epoch * recipe.epochs))
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16"
-                                  and device.type == "cuda")
-    rows: list[dict] = []
-    best_loss, best_state, since_best = math.inf, None, 0
-    for epoch in range(1, recipe.epochs + 1):
+
+@dataclasses.dataclass
+class Run:
+    """What every step of one training run shares: the network, its optimizer and schedule,
+    and where and how it computes."""
+
+    recipe: Recipe
+    module: nn.Module
+    head: str
+    pipeline: Pipeline
+    device: torch.device
+    precision: str
+    memory_format: torch.memory_format
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    steps_per_epoch: int
+
+    @classmethod
+    def start(cls, recipe: Recipe, module: nn.Module, head: str, n_train: int,
+              pipeline: Pipeline, device: torch.device, precision: str) -> Run:
+        """Move the network to ``device``, freeze its backbone if asked, build the optimizer."""
+        channels_last = device.type == "cuda" or CHANNELS_LAST_ON_CPU
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        module.to(device, memory_format=memory_format)
+        if recipe.freeze_backbone:
+            for p in module.parameters():
+                p.requires_grad_(False)
+            for p in module.get_submodule(head).parameters():
+                p.requires_grad_(True)
+        optimizer = make_optimizer(recipe, [p for p in module.parameters() if p.requires_grad])
+        steps_per_epoch = math.ceil(n_train / recipe.batch_size)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
+            lr_factor, decay=recipe.lr_decay, schedule=recipe.lr_schedule,
+            total_steps=steps_per_epoch * recipe.epochs))
+        scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16"
+                                      and device.type == "cuda")
+        return cls(recipe, module, head, pipeline, device, precision, memory_format, optimizer,
+                   scheduler, scaler, steps_per_epoch)
+
+    def set_train_mode(self) -> None:
+        """Training mode; a frozen backbone stays in eval mode (batch-norm statistics fixed)."""
+        if self.recipe.freeze_backbone:  # a probe on fixed features
+            self.module.eval()
+            self.module.get_submodule(self.head).train()
+        else:
+            self.module.train()
+
+    def train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[float, int]:
+        """One optimizer step on a batch: its summed loss and number of correct predictions."""
+        if self.pipeline.augment is not None:
+            xb = self.pipeline.augment(xb)
+        if self.pipeline.finish is not None:
+            xb = self.pipeline.finish(xb)
+        xb = xb.contiguous(memory_format=self.memory_format)
+        with autocast(self.device, self.precision):
+            logits = self.module(xb)
+        loss = F.cross_entropy(logits.float(), yb)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return float(loss.detach()) * len(yb), int((logits.detach().argmax(1) == yb).sum())
+
+    @torch.no_grad()
+    def evaluate(self, val: TrainingData) -> tuple[float, float]:
+        """Mean loss and accuracy on ``val`` (eval mode, never augmented)."""
+        self.module.eval()
+        loss_sum, correct = 0.0, 0
+        for xb, yb in batches(self.recipe, val, self.pipeline, self.device, generator=None):
+            if self.pipeline.finish is not None:
+                xb = self.pipeline.finish(xb)
+            with autocast(self.device, self.precision):
+                logits = self.module(xb.contiguous(memory_format=self.memory_format)).float()
+            loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
+            correct += int((logits.argmax(1) == yb).sum())
+        return loss_sum / len(val), correct / len(val)
+
+    def run_epoch(self, epoch: int, train: TrainingData, val: TrainingData,
+                  generator: torch.Generator) -> dict:
+        """One pass over ``train`` (shuffled by ``generator``), then ``val``: its history row."""
+        recipe = self.recipe
         started = time.perf_counter()
-        set_train_mode(recipe, module, head)
-        bar = progress_bar(total=steps_per_epoch, desc=f"epoch {epoch}/{recipe.epochs}",
-                           enabled=recipe.progress and interactive(), leave=True,
-                           unit="batch")
+        self.set_train_mode()
+        bar = progress_bar(total=self.steps_per_epoch, desc=f"epoch {epoch}/{recipe.epochs}",
+                           enabled=recipe.progress and interactive(), leave=True, unit="batch")
         loss_sum, correct, seen, lr_used = 0.0, 0, 0, recipe.lr
-        for xb, yb in batches(recipe, train, pipeline, device, generator=generator):
-            if pipeline.augment is not None:
-                xb = pipeline.augment(xb)
-            if pipeline.finish is not None:
-                xb = pipeline.finish(xb)
-            xb = xb.contiguous(memory_format=memory_format)
-            with autocast(device, precision):
-                logits = module(xb)
-            loss = F.cross_entropy(logits.float(), yb)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            lr_used = optimizer.param_groups[0]["lr"]
-            scheduler.step()
-            loss_sum += float(loss.detach()) * len(yb)
-            correct += int((logits.detach().argmax(1) == yb).sum())
-            seen += len(yb)
+        for xb, yb in batches(recipe, train, self.pipeline, self.device, generator=generator):
+            lr_used = self.optimizer.param_groups[0]["lr"]
+            batch_loss, batch_correct = self.train_step(xb, yb)
+            loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, \
+                seen + len(yb)
             bar.update(1)
-        row = {"epoch": epoch, "train_loss": loss_sum / seen,
-               "train_accuracy": correct / seen, "val_loss": math.nan,
-               "val_accuracy": math.nan, "lr": lr_used}
+        row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
+               "val_loss": math.nan, "val_accuracy": math.nan, "lr": lr_used}
         if len(val):
-            row["val_loss"], row["val_accuracy"] = evaluate(recipe,
-                module, val, pipeline, device, precision, memory_format)
+            row["val_loss"], row["val_accuracy"] = self.evaluate(val)
         row["seconds"] = time.perf_counter() - started
-        rows.append(row)
         summary = (f"loss={row['train_loss']:.4f} acc={row['train_accuracy']:.4f}"
                    + (f" val_loss={row['val_loss']:.4f} val_acc={row['val_accuracy']:.4f}"
                       if len(val) else ""))
@@ -252,36 +296,58 @@ def train_network(recipe: Recipe, module: nn.Module, head: str, train: TrainingD
         if recipe.progress and bar.disable:  # a log file: one plain line per epoch, no bar
             print(f"epoch {epoch}/{recipe.epochs}: {summary} ({row['seconds']:.1f} s)",
                   file=sys.stderr, flush=True)
-        if patience is not None:
-            if row["val_loss"] < best_loss:
-                best_loss, since_best = row["val_loss"], 0
-                best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-            else:
-                since_best += 1
-                if since_best >= patience:
-                    break
+        return row
+
+
+def train_network(recipe: Recipe, module: nn.Module, head: str, train: TrainingData,
+                  val: TrainingData, pipeline: Pipeline, device: torch.device, precision: str,
+                  generator: torch.Generator, patience: int | None) -> tuple[pd.DataFrame, int]:
+    """Train ``module`` in place for ``recipe.epochs`` epochs (fewer with early stopping).
+
+    Parameters
+    ----------
+    recipe : Recipe
+        The hyper-parameters.
+    module : torch.nn.Module
+        The network; trained in place, left on ``device``.
+    head : str
+        Its classification layer (the only one trained with ``freeze_backbone``).
+    train, val : TrainingData
+        The images and labels to train on and to validate on (``val`` may be empty).
+    pipeline : Pipeline
+        What runs on each batch (augmentation, normalisation).
+    device : torch.device
+        Where it trains.
+    precision : str
+        ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast; fp16 with a GradScaler on CUDA).
+    generator : torch.Generator
+        Shuffles every epoch.
+    patience : int or None
+        Stop when the validation loss has not improved for this many epochs, and restore the
+        best weights.
+
+    Returns
+    -------
+    history : pandas.DataFrame
+        One row per epoch, columns :data:`HISTORY_COLUMNS`.
+    n_epochs : int
+        Epochs run.
+    """
+    run = Run.start(recipe, module, head, len(train), pipeline, device, precision)
+    rows: list[dict] = []
+    best_loss, best_state, since_best = math.inf, None, 0
+    for epoch in range(1, recipe.epochs + 1):
+        row = run.run_epoch(epoch, train, val, generator)
+        rows.append(row)
+        if patience is None:
+            continue
+        if row["val_loss"] < best_loss:
+            best_loss, since_best = row["val_loss"], 0
+            best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        else:
+            since_best += 1
+            if since_best >= patience:
+                break
     if best_state is not None:
         module.load_state_dict(best_state)
     return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)), len(rows)
-
-def set_train_mode(recipe: Recipe, module: nn.Module, head: str) -> None:
-    if recipe.freeze_backbone:  # a probe on fixed features: batch-norm/dropout as at inference
-        module.eval()
-        module.get_submodule(head).train()
-    else:
-        module.train()
-
-@torch.no_grad()
-def evaluate(recipe: Recipe, module: nn.Module, val: TrainingData, pipeline: Pipeline,
-              device: torch.device, precision: str, memory_format) -> tuple[float, float]:
-    module.eval()
-    loss_sum, correct = 0.0, 0
-    for xb, yb in batches(recipe, val, pipeline, device, generator=None):
-        if pipeline.finish is not None:
-            xb = pipeline.finish(xb)
-        with autocast(device, precision):
-            logits = module(xb.contiguous(memory_format=memory_format)).float()
-        loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
-        correct += int((logits.argmax(1) == yb).sum())
-    return loss_sum / len(val), correct / len(val)
-
