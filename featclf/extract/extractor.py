@@ -33,6 +33,7 @@ from featclf.data.inputs import (
     InputError,
     SkippedImagesWarning,
     as_image_source,
+    device_batches,
 )
 from featclf.data.transforms import (
     CastToFloat32,
@@ -460,25 +461,12 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "runner_")
         source = as_image_source(X)
         preprocess = self._preprocess_for(source)
-        on_gpu = self.device_.type == "cuda"
         batch_size = self.batch_size_
-        if source.kind == "array":
-            # Arrays are batched as they are and preprocessed where the network runs: on a GPU
-            # the uint8 batch crosses the bus (4x fewer bytes than float) and is resized there.
-            on_host = source.images.device.type == "cpu"  # a CUDA tensor input stays put
-            batches = source.iter_batches(batch_size=batch_size, preprocess=None,
-                                          pin_memory=on_gpu and on_host)
-            finish = preprocess
-        else:
-            load, finish = preprocess, None
-            if isinstance(preprocess, ImagePreprocess):
-                # Workers decode, resize and crop in uint8; scaling and normalising happen where
-                # the network runs, so batches cross processes and the bus at a quarter the size.
-                load, finish = preprocess.geometry, preprocess.finish
-            batches = source.iter_batches(batch_size=batch_size, preprocess=load,
-                                          num_workers=int(self.num_workers),
-                                          on_error=self.on_error, pin_memory=on_gpu,
-                                          jpeg_draft=self._jpeg_draft_side(preprocess))
+        batches, finish = device_batches(source, preprocess, batch_size=batch_size,
+                                         num_workers=int(self.num_workers),
+                                         on_error=self.on_error,
+                                         on_gpu=self.device_.type == "cuda",
+                                         jpeg_draft=self._jpeg_draft_side(preprocess))
         blocks = list(self.feature_blocks_)
         for indices, out, errors in self.runner_.run(batches, finish=finish,
                                                      batch_size=batch_size):
