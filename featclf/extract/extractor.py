@@ -93,28 +93,24 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    model : str, path-like, torch.nn.Module or fitted estimator
+    model : str, path-like, torch.nn.Module, Network or fitted estimator
         The network, as :func:`featclf.models.load_network` takes it: a model name
         (``"lenet5"``, ``"resnet18"``, any torchvision classifier), a featclf checkpoint file,
         an ``nn.Module``, or a fitted estimator exposing its ``network_`` (a fitted
         ``SoftmaxClassifier``), which :func:`sklearn.base.clone` shares rather than copies, so
         the extractor works inside ``GridSearchCV`` without re-training it.
     weights : None, str, path-like or dict, default=None
-        Weights for ``model``: a ``.pt``/``.pth``/``.safetensors`` file (read with
-        ``weights_only=True``), a state dict, or with a torchvision model name a torchvision
-        weights name such as ``"DEFAULT"``. None keeps a given network's weights; for a model
-        name it means random weights, drawn from a fixed seed (0) so that every fit builds the
-        same network (``"random"`` says so explicitly). Resolved by
-        :func:`featclf.models.load_network`, the one place weights are read.
+        A ``.pt``/``.pth``/``.safetensors`` file (read with ``weights_only=True``), a state
+        dict, or with a torchvision model name a weights name such as ``"DEFAULT"``. None keeps
+        a given network's weights; for a model name it means random weights from a fixed seed
+        (0), so every fit builds the same network (``"random"`` says so explicitly).
     layer : str, list of str or None, default=None
         None (or ``"penultimate"``): the input of the final classification layer (84 values
-        for ``lenet5``, 128 for ``seed_cnn``, 512 for ``resnet18``, 2048 for ``resnet50``,
-        fc7's 4096 for ``vgg16`` and ``alexnet``). Otherwise a graph node name (``"layer3"``,
-        ``"c5"``, ``"features.28"``); an unknown name raises an error listing the valid ones
-        (:func:`featclf.models.layer_names`). A list of names computes every one of them in
-        the same forward pass; ``transform`` returns their vectors side by side (in the list's
-        order) and :meth:`extract` tells their columns apart
-        (:meth:`FeatureExtraction.block <featclf.extract.FeatureExtraction.block>`).
+        for ``lenet5``, 512 for ``resnet18``, 2048 for ``resnet50``, fc7's 4096 for ``vgg16``).
+        Otherwise a graph node name (``"layer3"``, ``"c5"``, ``"features.28"``; an unknown
+        name's error lists the valid ones). A list computes every layer in one forward pass;
+        ``transform`` puts their vectors side by side and :meth:`extract` tells their columns
+        apart (:meth:`FeatureExtraction.block <featclf.extract.FeatureExtraction.block>`).
     pooling : {"avg", "max", "flatten"}, default="avg"
         How a layer's ``(C, H, W)`` maps become vectors: spatial mean or max (``d = C``), or all
         values (``d = C*H*W``). Vectors (such as the penultimate features) pass unchanged.
@@ -122,12 +118,10 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         ``"auto"``: uint8 images and image files get the network's own preprocessing
         (``network_.preprocess``: the checkpoint's, the torchvision weights' ``transforms()``
         or the architecture's); for an ``nn.Module`` featclf knows nothing about, only uint8 →
-        float ``[0, 1]`` (:class:`ScaleToUnit`). Float
-        ``(n, C, H, W)`` arrays and tensors count as model-ready and are passed unchanged.
-        None: every input reaches the network unchanged except for the dtype (float32); files
-        must then decode to one size. An :class:`~featclf.data.ImagePreprocess` or any callable
-        taking and returning ``(N, C, H, W)`` tensors is applied to every input, model-ready
-        floats included.
+        float ``[0, 1]`` (:class:`ScaleToUnit`). Float ``(n, C, H, W)`` arrays and tensors
+        count as model-ready and pass unchanged. None: every input reaches the network as it
+        is but for the dtype (float32). An :class:`~featclf.data.ImagePreprocess` or a callable
+        on ``(N, C, H, W)`` tensors is applied to every input, model-ready floats included.
     device : str or torch.device, default="auto"
         ``"auto"``: CUDA when available, else the CPU; or ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
     precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
@@ -135,34 +129,28 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
     batch_size : int or "auto", default="auto"
         Images per forward pass. ``"auto"``: 256 on a GPU; on the CPU the power of two nearest
         to 400,000 input pixels per batch, between 8 and 64 (8 at 224x224, 64 at 28x28), where
-        the forward measured fastest on CPUs: larger batches outgrow the caches
-        (``artifacts/benchmarks`` has the measurements; see ``batch_size_``).
+        the CPU forward measured fastest (``artifacts/benchmarks``; see ``batch_size_``).
     num_workers : int, default=0
-        Worker processes decoding image files (``torch.utils.data.DataLoader``); in-memory
-        arrays need none.
+        Worker processes decoding image files; in-memory arrays need none.
     store : None, str, path-like or FeatureStore, default=None
-        A :class:`~featclf.store.FeatureStore` (or its directory) that keeps computed vectors
+        A :class:`~featclf.store.FeatureStore` (or its directory) keeping computed vectors,
         keyed by the network's weights, layer, pooling, preprocessing, precision and each
         image's content; vectors found there are read instead of computed.
     on_error : {"raise", "skip"}, default="raise"
-        What an unreadable image file does: stop with an error naming it, or be left out of the
-        output (``transform`` then warns with :class:`SkippedImagesWarning`; :meth:`extract`
-        lists them).
+        What an unreadable image file does: stop with an error naming it, or be left out
+        (``transform`` then warns with :class:`SkippedImagesWarning`; :meth:`extract` lists
+        them).
     progress : bool, default=False
         Show a progress bar (images/s) on stderr.
     compile : bool, default=False
-        Run the network through ``torch.compile`` (TorchInductor). The first batch pays a
-        one-off compilation; later batches run faster (``artifacts/benchmarks`` has the
-        measurements). A short last batch is padded to ``batch_size`` so that one compiled
-        graph serves every batch. Worth it for long jobs, not for a few hundred images.
-        Results match the eager network to about 1e-5.
+        Run the network through ``torch.compile``: a one-off compilation, then faster batches
+        (``artifacts/benchmarks``); worth it for long jobs. A short last batch is padded so one
+        graph serves every batch. Results match the eager network to about 1e-5.
     jpeg_draft : bool, default=False
-        Decode JPEG files at a reduced scale (libjpeg's DCT scaling: 1/2, 1/4 or 1/8) that keeps
-        both sides at least twice the preprocessing's resize target, before the usual resize:
-        several times faster on camera photos, whose decoding decides the speed of CPU jobs
-        (``artifacts/benchmarks``). The pixels differ slightly from a full-size decode, so
-        stored vectors are kept apart from full-decode ones. Needs an
-        :class:`~featclf.data.ImagePreprocess` (to know the size); other inputs ignore it.
+        Decode JPEG files at a reduced scale (libjpeg's 1/2, 1/4 or 1/8) that keeps both sides
+        at least twice the resize target: much faster on camera photos. The pixels differ
+        slightly from a full decode, so their stored vectors are kept apart. Needs an
+        :class:`~featclf.data.ImagePreprocess`; other inputs ignore it.
 
     Attributes
     ----------
@@ -176,34 +164,28 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
     feature_blocks_ : dict of str to int or None
         The width of each block (layer) of the output, in order.
     n_features_out_ : int or None
-        ``d``, the length of the vectors for images of the preprocessing's output size (None
-        when no preprocessing fixes a size and ``fit`` saw no ``X``; ``transform`` works anyway).
+        ``d`` for images of the preprocessing's output size (None when no preprocessing fixes
+        a size and ``fit`` saw no ``X``; ``transform`` works anyway).
     model_name_ : str or None
         Registry name of the architecture, when known.
     model_fingerprint_ : str
-        Digest of the architecture and every weight of the network: part of the cache key.
+        Digest of the network's class and every weight: part of the cache key.
     preprocess_ : callable
         The preprocessing applied to images that are not model-ready.
-    device_ : torch.device
-        Where the network runs. It is moved there when features are first computed, so a call
-        answered entirely from the store runs no network at all.
-    precision_ : str
-        ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+    device_, precision_, channels_last_ : torch.device, str, bool
+        Where and how the network runs; it moves to ``device_`` when features are first
+        computed, so a call answered from the store runs no network at all.
     batch_size_ : int
         ``batch_size`` with ``"auto"`` resolved for ``device_`` and the preprocessing's size.
-    channels_last_ : bool
-        Whether network and inputs use the channels-last memory layout (convolutional
-        networks, where it measured faster).
     runner_ : featclf.inference.BatchRunner
-        Runs ``feature_model_`` over batches on ``device_`` at ``precision_``.
+        Runs ``feature_model_`` over batches.
     n_features_in_ : int
-        Only when ``fit`` was given a 2-D array of flattened square images ``(n, s*s)``: ``s*s``.
-        ``transform`` then refuses 2-D arrays of another width. Image inputs of any other kind
-        have no fixed "number of features", so the attribute is absent.
+        Only when ``fit`` was given flattened square images ``(n, s*s)``: ``s*s``, and
+        ``transform`` refuses 2-D arrays of another width.
 
     See Also
     --------
-    featclf.models.feature_model : The headless network on its own.
+    featclf.models.load_network : The network and its weights.
     featclf.store.FeatureStore : The on-disk cache of extracted features.
 
     Examples
