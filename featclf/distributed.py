@@ -36,7 +36,8 @@ import torch
 from sklearn.base import clone
 
 from featclf.data.files import ImageFiles
-from featclf.data.inputs import FileSource, InputError, as_image_source
+from featclf.data.inputs import as_image_source
+from featclf.data.sources import FileSource, InputError
 from featclf.extract import DeepFeatureExtractor
 from featclf.extract.cached import FeatureExtraction, cached_features
 from featclf.params import Interval, StrOptions, check_params

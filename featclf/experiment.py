@@ -21,7 +21,7 @@ from sklearn.metrics import accuracy_score
 from threadpoolctl import threadpool_limits
 
 from featclf.comparison import ResultKey
-from featclf.data.inputs import ImageSource
+from featclf.data.sources import ImageSource
 from featclf.extract import DeepFeatureExtractor
 from featclf.model_selection import Split
 from featclf.sweep import PAIRED_COLUMNS, Features, Outcome, paired_stats, score, sweep

@@ -14,7 +14,7 @@ run a network in inference mode over batches; everything about *how* it runs liv
   host overlaps batch *k+1*'s forward.
 
 What an image must look like (decoding, resizing, normalising) is not the runner's business: it
-receives batches (:class:`~featclf.data.inputs.Batch`) and an optional ``finish`` callable that
+receives batches (:class:`~featclf.data.sources.Batch`) and an optional ``finish`` callable that
 runs on the device before the forward (e.g. :meth:`ImagePreprocess.finish
 <featclf.data.ImagePreprocess.finish>`: uint8 to normalised float).
 
@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from featclf.data.inputs import Batch, InputError
+from featclf.data.sources import Batch, InputError
 from featclf.devices import autocast, resolve_device, resolve_precision
 
 __all__ = ["BatchRunner", "Outputs", "module_device", "resolve_batch_size"]
@@ -226,7 +226,7 @@ class BatchRunner:
         Parameters
         ----------
         batches : iterable of Batch
-            From :meth:`ImageSource.iter_batches <featclf.data.inputs.ImageSource.iter_batches>`.
+            From :meth:`ImageSource.iter_batches <featclf.data.sources.ImageSource.iter_batches>`.
         finish : callable, optional
             Applied to each batch on the device before the forward.
         batch_size : int, optional

@@ -16,7 +16,7 @@ PACKAGE = ROOT / "featclf"
 
 #: The floors, lowest first: a module may import only from floors below its own.
 FLOORS: list[tuple[str, ...]] = [
-    ("params", "progress", "fingerprint", "devices"),
+    ("params", "progress", "fingerprint", "devices", "errors"),
     ("data",),
     ("models", "store", "model_selection", "pipelines", "stats"),
     ("inference", "comparison"),

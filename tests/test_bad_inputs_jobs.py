@@ -21,7 +21,7 @@ from featclf import DeepFeatureExtractor, FeatureStore, SoftmaxClassifier
 from featclf.cli import main
 from featclf.data import image_files, load_mnist5k
 from featclf.data.decode import ImageDecodeError
-from featclf.data.inputs import SkippedImagesWarning
+from featclf.data.sources import SkippedImagesWarning
 from featclf.store import StoreError
 
 pytestmark = pytest.mark.bad_input

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from featclf.data.inputs import ImageSource, InputError
+from featclf.data.sources import ImageSource, InputError
 from featclf.params import StrOptions, check_params
 from featclf.progress import progress_bar
 from featclf.store import FeatureStore, StoreError

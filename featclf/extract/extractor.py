@@ -28,13 +28,8 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils._set_output import _get_output_config
 from sklearn.utils.validation import check_is_fitted
 
-from featclf.data.inputs import (
-    ImageSource,
-    InputError,
-    SkippedImagesWarning,
-    as_image_source,
-    device_batches,
-)
+from featclf.data.inputs import as_image_source, device_batches
+from featclf.data.sources import ImageSource, InputError, SkippedImagesWarning
 from featclf.data.transforms import (
     CastToFloat32,
     ImagePreprocess,

@@ -34,14 +34,8 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 import featclf
-from featclf.data.inputs import (
-    FileSource,
-    ImageSource,
-    InputError,
-    SkippedImagesWarning,
-    as_image_source,
-    check_labels,
-)
+from featclf.data.inputs import as_image_source, check_labels
+from featclf.data.sources import FileSource, ImageSource, InputError, SkippedImagesWarning
 from featclf.data.transforms import ImagePreprocess, seed_augmentation
 from featclf.devices import PRECISIONS, resolve_device, resolve_precision
 from featclf.inference import BatchRunner
@@ -145,7 +139,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     on_error : {"raise", "skip"}, default="raise"
         What an unreadable training image file does in ``fit``: stop with an error naming it,
         or be left out with its label (listed in ``skipped_``, with a
-        :class:`~featclf.data.inputs.SkippedImagesWarning`). ``predict`` needs one answer per
+        :class:`~featclf.data.sources.SkippedImagesWarning`). ``predict`` needs one answer per
         image, so there an unreadable file always raises.
     random_state : int, RandomState or None, default=None
         Seeds initialisation, the validation split, shuffling and augmentation (the global

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featclf.data.inputs import ImageSource
+from featclf.data.sources import ImageSource
 from featclf.devices import autocast
 from featclf.progress import progress_bar
 
