@@ -163,7 +163,7 @@ def measure_forward(name: str, batch: int, px: int, repeats: int,
     With ``seconds_left``, fewer repeats (at least one) when the warm-up batch says the
     requested ones would not fit.
     """
-    model = load_network(name).module.to(memory_format=torch.channels_last)
+    model = load_network(name, "random").module.to(memory_format=torch.channels_last)
     x = torch.randn(batch, 3, px, px).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         start = time.perf_counter()
@@ -178,7 +178,7 @@ def measure_forward(name: str, batch: int, px: int, repeats: int,
 
 def measure_end_to_end(name: str, paths: list[str], batch: int, workers: int) -> float:
     """img/s of featclf's FileSource.iter_batches (decode + preprocess) feeding the bare forward."""
-    network = load_network(name)
+    network = load_network(name, "random")
     model = network.module.to(memory_format=torch.channels_last)
     source = as_image_source(paths)
     size = network.preprocess.output_size
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     deadline = (time.perf_counter() + 0.8 * args.time_budget) if args.time_budget else None
     cores = os.cpu_count() or 1
     threads = max(1, min(2, cores))
-    pre = load_network("resnet18").preprocess
+    pre = load_network("resnet18", "random").preprocess
     if args.mode == "smoke":  # same recipe, scaled to the tiny images
         pre = ImagePreprocess(size=cfg["px"], channels=3, mean=pre.mean, std=pre.std,
                               resize=cfg["px"] + cfg["px"] // 7)

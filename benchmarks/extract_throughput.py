@@ -93,7 +93,7 @@ class Bare:
     """The headless network as a user would run it by hand, with the extractor's settings."""
 
     def __init__(self, name: str, ext: DeepFeatureExtractor) -> None:
-        network = load_network(name, seed=0)  # the extractor's random weights: same numbers
+        network = load_network(name, "random", seed=0)  # the extractor's weights: same numbers
         module = without_head(network.module, network.head).eval()
         self.memory_format = torch.channels_last if ext.channels_last_ else \
             torch.contiguous_format
@@ -116,11 +116,12 @@ class Bare:
         return out
 
 
-def _forward_hooks(ext: DeepFeatureExtractor) -> tuple[dict[str, float], list]:
+def _forward_hooks(ext: DeepFeatureExtractor, clock: dict[str, float] | None = None
+                   ) -> tuple[dict[str, float], list]:
     """Seconds spent inside the network's forward during extractor calls (CPU only: on a GPU
     the forward is asynchronous). total - forward = the extractor's own overhead, a number that
     load from other processes hardly moves."""
-    clock: dict[str, float] = {"spent": 0.0}
+    clock = {"spent": 0.0} if clock is None else clock
     if ext.device_.type != "cpu":
         return clock, []
     model = ext.feature_model_
@@ -135,7 +136,9 @@ def bench_in_memory(name: str, device: torch.device, *, batch_size: int, n_image
                     repeats: int, image_size: int) -> dict:
     """Bare forward vs extractor (tensor and uint8 input) for one model, device and batch size."""
     torch.manual_seed(0)
-    ext = DeepFeatureExtractor(name, device=device, batch_size=batch_size).fit()
+    ext = DeepFeatureExtractor(name, weights="random", device=device, batch_size=batch_size).fit()
+    ready_ext = DeepFeatureExtractor(name, weights="random", device=device, batch_size=batch_size,
+                                     preprocess=None).fit()  # model-ready tensors go in as is
     pre = ext.preprocess_
     rng = np.random.default_rng(0)
     uint8_images = rng.integers(0, 256, (n_images, image_size, image_size, 3), dtype=np.uint8)
@@ -145,12 +148,13 @@ def bench_in_memory(name: str, device: torch.device, *, batch_size: int, n_image
 
     # Warm-up: allocators, oneDNN/cuDNN algorithm choice, the weights' move to the device.
     bare(bare_batches[:1])
-    ext.transform(ready_cpu[:batch_size])
+    ready_ext.transform(ready_cpu[:batch_size])
     ext.transform(uint8_images[:batch_size])
-    check = float(np.abs(ext.transform(ready_cpu[:2])
+    check = float(np.abs(ready_ext.transform(ready_cpu[:2])
                          - bare(bare.batches(ready_cpu[:2], 2)).float().cpu().numpy()).max())
 
     clock, hooks = _forward_hooks(ext)
+    hooks += _forward_hooks(ready_ext, clock)[1]
     in_forward = {"extractor_tensor": 0.0, "extractor_uint8": 0.0}
 
     def counted(kind: str, fn: Callable[[], object]) -> Callable[[], object]:
@@ -162,7 +166,7 @@ def bench_in_memory(name: str, device: torch.device, *, batch_size: int, n_image
 
     times = rounds({"bare": lambda: bare(bare_batches),
                     "extractor_tensor": counted("extractor_tensor",
-                                                lambda: ext.transform(ready_cpu)),
+                                                lambda: ready_ext.transform(ready_cpu)),
                     "extractor_uint8": counted("extractor_uint8",
                                                lambda: ext.transform(uint8_images))},
                    repeats, device)
@@ -207,14 +211,15 @@ def bench_jpeg(name: str, device: torch.device, paths: list[str], *, batch_size:
                workers: tuple[int, ...], repeats: int) -> list[dict]:
     """``transform(paths)`` with each worker count vs the bare forward on the decoded images."""
     torch.manual_seed(0)
-    ext = DeepFeatureExtractor(name, device=device, batch_size=batch_size).fit()
+    ext = DeepFeatureExtractor(name, weights="random", device=device, batch_size=batch_size).fit()
     pre = ext.preprocess_
     ready = torch.stack([pre(pillow_decode(p)) for p in paths])
     bare = Bare(name, ext)
     bare_batches = bare.batches(ready, batch_size)
     decode_1core = loader_rate_one_core(paths, ext, repeats=max(2, repeats))
-    extractors = {w: DeepFeatureExtractor(name, device=device, batch_size=batch_size,
-                                          num_workers=w).fit() for w in workers}
+    extractors = {w: DeepFeatureExtractor(name, weights="random", device=device,
+                                          batch_size=batch_size, num_workers=w).fit()
+                  for w in workers}
     bare(bare_batches[:1])  # warm-up
     for e in extractors.values():
         e.transform(paths[:batch_size])
@@ -258,9 +263,10 @@ def bench_compile(name: str, device: torch.device, *, batch_size: int, n_images:
                   repeats: int) -> dict:
     """``compile=True`` extractor vs the eager bare forward on model-ready tensors."""
     torch.manual_seed(0)
-    eager = DeepFeatureExtractor(name, device=device, batch_size=batch_size).fit()
-    compiled = DeepFeatureExtractor(name, device=device, batch_size=batch_size,
-                                    compile=True).fit()
+    eager = DeepFeatureExtractor(name, weights="random", device=device, batch_size=batch_size,
+                                 preprocess=None).fit()
+    compiled = DeepFeatureExtractor(name, weights="random", device=device, batch_size=batch_size,
+                                    preprocess=None, compile=True).fit()
     x = torch.randn(n_images, 3, 224, 224)
     bare = Bare(name, eager)
     bare_batches = bare.batches(x, batch_size)

@@ -32,7 +32,8 @@ def _measure(work: Path, n: int, size: int) -> list[dict]:
         Image.fromarray(X[i]).save(work / "images" / f"{y[i]}.{i:05d}.png")
     files = image_files(work / "images")
     torch.manual_seed(0)
-    save_checkpoint(work / "r18.pt", get_model("resnet18").state_dict(), {"model": "resnet18"})
+    r18 = get_model("resnet18", weights="random")
+    save_checkpoint(work / "r18.pt", r18.state_dict(), {"model": "resnet18"})
     pre = ImagePreprocess(size, 3, (0.5,) * 3, (0.5,) * 3)
     ext = DeepFeatureExtractor("resnet18", weights=work / "r18.pt", preprocess=pre,
                                batch_size=32).fit()

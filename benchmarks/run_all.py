@@ -34,14 +34,15 @@ BENCH_DIR = Path(__file__).resolve().parent
 NOT_SCRIPTS = {"common.py", "run_all.py"}
 #: The suite of issue 11; a missing one is reported and skipped.
 EXPECTED = ("decode_throughput", "extract_throughput", "store_hit", "compare_phases",
-            "classifier_fit")
+            "cli_startup", "classifier_fit")
 #: Run after every other script: it stops early by itself, so it takes whatever time is left.
 RUN_LAST = ("classifier_fit",)
 #: Seconds each script may take with --quick (scripts not named here get DEFAULT_BUDGET_S).
 # About twice what each takes on 2 idle cores; they add up to more than the deadline, so when
 # the machine is loaded every script gets a share (see QUICK_DEADLINE_S).
 QUICK_BUDGET_S = {"decode_throughput": 80, "extract_throughput": 240, "store_hit": 70,
-                  "compare_phases": 100, "ray_scaling": 70, "classifier_fit": 150}
+                  "compare_phases": 100, "ray_scaling": 70, "cli_startup": 60,
+                  "classifier_fit": 150}
 DEFAULT_BUDGET_S = 90
 #: The whole quick run ends within this many seconds (make bench < 10 min): each script's
 #: timeout is its budget, or its budget's share of the time left when the budgets of the
@@ -375,6 +376,14 @@ def _extra_tables(name: str, doc: dict) -> list[str]:
                        "model", "device", "batch_size", "compile_seconds", "compiled_img_per_s",
                        "eager_extractor_img_per_s", "compiled_over_eager_extractor",
                        "compiled_over_bare", "break_even_images"], markdown=True), ""]
+    elif name == "cli_startup" and res.get("timings"):
+        rows = [{"command": k, **v} for k, v in res["timings"].items()]
+        md += ["Start-up of a fresh interpreter (median of interleaved runs):", "",
+               common.format_table(rows, ["command", "median_s", "min_s", "max_s",
+                                         "cpu_median_s", "repeats"],
+                                   markdown=True), ""]
+        md += [f"- `{k}` imports: {', '.join(v) or 'none of the watched modules'}"
+               for k, v in res.get("imports", {}).items()] + [""]
     elif name == "compare_phases" and res:
         md += ["Phases:", "", common.format_table(res.get("phases", []),
                                                   ["phase", "seconds", "share"],

@@ -179,7 +179,7 @@ def measure_recompute(root: Path, model: str, n: int, repeats: int) -> dict:
     from featclf.extract import DeepFeatureExtractor
 
     X = _images(model, n)
-    params = dict(model=model, batch_size=64, device="cpu")
+    params = dict(model=model, weights="random", batch_size=64, device="cpu")
     plain = DeepFeatureExtractor(**params).fit()
     compute = common.time_call(lambda: plain.transform(X), warmup=1, repeats=repeats)
     store_dir = root / f"hit-{model}"

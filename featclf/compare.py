@@ -37,18 +37,25 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import sklearn
 import torch
 
-import featclf
 from featclf.comparison import TIMING_TABLE_COLUMNS, Comparison
-from featclf.data import image_files, load_digits_images, load_mnist5k
-from featclf.data.inputs import as_image_source, check_labels
+from featclf.data.datasets import BUILTIN_DATASETS, load_data
+from featclf.data.files import ImageFiles
+from featclf.data.inputs import as_image_source
+from featclf.data.sources import FileSource, check_on_error
 from featclf.devices import resolve_device
-from featclf.experiment import Experiment, StageLog
+from featclf.experiment import Experiment, StageLog, setup_description
 from featclf.extract import DeepFeatureExtractor
 from featclf.extract.layers import PENULTIMATE
-from featclf.model_selection import Split, _split_fractions, make_split
+from featclf.model_selection import (
+    Split,
+    _split_fractions,
+    check_class_counts,
+    class_counts_text,
+    make_split,
+    predefined_split,
+)
 from featclf.models import Network, get_model_spec, load_network
 from featclf.models.head import POOLINGS, check_layer
 from featclf.params import (
@@ -59,7 +66,7 @@ from featclf.params import (
     check_params,
 )
 from featclf.pipelines import CLASSIFIERS, c_grid, make_classifier
-from featclf.train import SoftmaxClassifier
+from featclf.train import TRAINING_RECIPES, SoftmaxClassifier, recipe_for
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -71,9 +78,6 @@ __all__ = [
     "load_data",
     "training_recipe",
 ]
-
-#: Data sets ``compare`` knows by name.
-BUILTIN_DATASETS: tuple[str, ...] = ("mnist5k", "digits")
 
 #: The networks of the main job: LeNet-5 and the seed tutorial's Keras CNN.
 DEFAULT_MODELS: tuple[str, ...] = ("lenet5", "seed_cnn")
@@ -92,80 +96,78 @@ TIMING_COLUMNS: tuple[str, ...] = (
     "fit_time_s", "predict_time_s", "extract_time_s", "extract_images_per_s",
 )  # fmt: skip
 
-# The seed tutorial's optimiser (seed 000): SGD, lr 0.05, Keras decay 1e-6, Nesterov momentum
-# 0.9, batches of 100. validation_fraction=0: the softmax network learns from exactly the
-# training images the SVMs are fitted on (the seed's Keras run held 20% out only to print
-# validation scores); a validation part of the split (split="seed001") plays that role here.
-_SEED_OPTIMISER: dict[str, Any] = {
-    "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "lr_decay": 1e-6,
-    "batch_size": 100, "validation_fraction": 0.0,
-}  # fmt: skip
-
-#: SoftmaxClassifier parameters per zoo model (other models get SoftmaxClassifier's defaults
-#: with ``validation_fraction=0``). LeNet-5 reaches ~0.96 on MNIST-5k's 1,000 test digits
-#: after 15 epochs; seed_cnn runs the seed's 10 epochs.
-TRAINING_RECIPES: dict[str, dict[str, Any]] = {
-    "lenet5": {**_SEED_OPTIMISER, "epochs": 15},
-    "seed_cnn": {**_SEED_OPTIMISER, "epochs": 10},
-}
-
-
 # --------------------------------------------------------------------------- data
 
 
-def load_data(data: Any, *, name: str | None = None) -> tuple[str, Any, np.ndarray]:
-    """Resolve what ``compare`` accepts as data into a name, images and labels.
+def _split_origin(X: Any, test_data: Any) -> str | None:
+    """Where a collection's own split comes from, in words (None: it has none)."""
+    if test_data is not None:
+        where = test_data.root if isinstance(test_data, ImageFiles) else os.fspath(test_data)
+        return f"the data's images for training, those of {where} (test data) for testing"
+    if not isinstance(X, ImageFiles) or X.splits is None:
+        return None
+    if X.layout == "csv":
+        return "the CSV file's own split column"
+    parts = [f"{part}/" for part in ("train", "val", "test") if part in X.splits]
+    return f"the folder's own {' and '.join(parts)} subfolders"
 
-    Parameters
-    ----------
-    data : str, path-like or (X, y) tuple
-        ``"mnist5k"`` (5,000 MNIST digits), ``"digits"`` (scikit-learn's 1,797 8x8 digits), a
-        folder of images (labels from class subfolders or file names such as ``7.123.png``), a
-        CSV of ``path,label`` lines, or a tuple ``(X, y)`` of images
-        (anything :func:`featclf.data.as_image_source` accepts) and labels.
-    name : str, optional
-        The name the results carry in their ``dataset`` column. Default: the built-in name,
-        the folder or CSV name, or ``"custom"`` for a tuple.
 
-    Returns
-    -------
-    name : str
-    X : array, ImageFiles or other image input
-    y : numpy.ndarray
+def _readable(name: str, X: Any, y: np.ndarray, on_error: str, log: StageLog
+              ) -> tuple[Any, np.ndarray, list[tuple[str, str]]]:  # fmt: skip
+    """With ``on_error="skip"``, the image files that decode, and the ones left out."""
+    if on_error != "skip" or not isinstance(X, ImageFiles):
+        return X, y, []
+    log(f"{name}: checking that every one of {len(X)} image files can be read")
+    errors = FileSource(X.paths).unreadable()
+    if not errors:
+        return X, y, []
+    bad = {e.index for e in errors}
+    keep = np.asarray([i for i in range(len(X)) if i not in bad], dtype=np.int64)
+    skipped = [(e.source, e.reason) for e in errors]
+    log(f"{name}: skipping {len(skipped)} unreadable image files: "
+        + "; ".join(f"{path} ({reason})" for path, reason in skipped[:5])
+        + (" ..." if len(skipped) > 5 else ""))  # fmt: skip
+    return X[keep], y[keep], skipped
+
+
+def _parts(name: str, X: Any, y: np.ndarray, split: Any, test_data: Any, cv: int,
+           random_state: int | None) -> Split:  # fmt: skip
+    """The split, refusing class counts that cannot be split or trained on (before training)."""
+    origin = _split_origin(X, test_data)
+    if origin is not None and set(X.splits) != {"train"}:
+        parts = predefined_split(X.splits, origin=origin)
+    else:
+        check_class_counts(y, min_per_class=2, what=f"{name}: a stratified train/test split")
+        parts = make_split(y, split, random_state=random_state)
+    # Choosing C by k-fold cross-validation needs k training images of each class.
+    needed = 2 if len(parts.validation) else max(2, cv)
+    how = "" if len(parts.validation) else f" ({cv}-fold cross-validation chooses C)"
+    check_class_counts(y[parts.train], min_per_class=needed,
+                       what=f"{name}: training{how}")  # fmt: skip
+    unseen = sorted(set(y[parts.test].tolist()) - set(y[parts.train].tolist()), key=str)
+    if unseen:
+        raise ValueError(f"{name}: class {unseen[0]!r} has test images but no training images "
+                         f"({parts.origin}); every test class needs training images")
+    return parts
+
+
+def class_counts(y: np.ndarray, parts: Split) -> dict[Any, dict[str, int]]:
+    """Images per class in each part of the split: ``{class: {"train": n, ...}}``.
 
     Examples
     --------
-    >>> from featclf.compare import load_data
-    >>> name, X, y = load_data("digits")
-    >>> name, X.shape, y.shape
-    ('digits', (1797, 8, 8), (1797,))
+    >>> import numpy as np
+    >>> from featclf.model_selection import Split
+    >>> class_counts(np.array(["a", "b", "a"]), Split(np.array([0, 1]), np.array([], int),
+    ...                                                  np.array([2])))
+    {'a': {'train': 1, 'test': 1}, 'b': {'train': 1, 'test': 0}}
     """
-    if isinstance(data, tuple) and len(data) == 2:
-        X, y = data
-        return name or "custom", X, check_labels(y, len(X))
-    if isinstance(data, str) and data in BUILTIN_DATASETS:
-        loader = load_mnist5k if data == "mnist5k" else load_digits_images
-        X, y = loader(return_X_y=True)
-        return name or data, X, y
-    if isinstance(data, str | os.PathLike):
-        path = Path(data)
-        if not path.exists():
-            raise FileNotFoundError(
-                f"data={os.fspath(data)!r} is neither a built-in data set "
-                f"({', '.join(BUILTIN_DATASETS)}) nor an existing folder or CSV file."
-            )
-        files = image_files(path)
-        if files.labels is None:
-            raise ValueError(
-                f"data={os.fspath(data)!r}: the images carry no labels. Put them in class "
-                "subfolders (train/cat/1.jpg), name them LABEL.N.ext (cat.1.jpg, 7.12.png) or "
-                "list them in a CSV of 'path,label' lines."
-            )
-        return name or (path.stem if path.is_file() else path.name), files, files.labels
-    raise ValueError(
-        f"data of type {type(data).__name__} is not supported: pass 'mnist5k', 'digits', a "
-        "folder, a CSV file or an (X, y) tuple."
-    )
+    keys = [k for k in ("train", "validation", "test")
+            if k != "validation" or len(parts.validation)]  # fmt: skip
+    out: dict[Any, dict[str, int]] = {}
+    for cls in np.unique(y).tolist():
+        out[cls] = {k: int(np.sum(y[getattr(parts, k)] == cls)) for k in keys}
+    return out
 
 
 # --------------------------------------------------------------------------- training recipes
@@ -179,7 +181,9 @@ def training_recipe(
     Parameters
     ----------
     model : str
-        A zoo name.
+        A zoo name; its recipe is :func:`featclf.train.recipe_for`'s (the seed recipe for
+        lenet5 and seed_cnn, fine-tuning for torchvision backbones), with
+        ``validation_fraction=0``: the network learns from every training image.
     epochs : int, optional
         Overrides the recipe's number of epochs.
     options : mapping, optional
@@ -198,7 +202,9 @@ def training_recipe(
     >>> training_recipe("lenet5", epochs=2)["epochs"]
     2
     """
-    recipe = dict(TRAINING_RECIPES.get(model, {"validation_fraction": 0.0}))
+    # The recipe of the model's family (featclf.train.recipes): the seed's for lenet5 and
+    # seed_cnn, fine-tuning for torchvision backbones; compare trains on every training image.
+    recipe = {**recipe_for(model), "validation_fraction": 0.0}
     if epochs is not None:
         recipe["epochs"] = epochs
     recipe.update(options or {})
@@ -236,6 +242,8 @@ _CONSTRAINTS: dict[str, list] = {
     "progress": ["boolean"],
     "log": [None, callable],
     "store": [None, str, os.PathLike, HasMethods(["get", "writer"])],
+    "test_data": [None, str, os.PathLike, ImageFiles],
+    "on_error": [StrOptions({"raise", "skip"})],
 }
 
 
@@ -300,6 +308,12 @@ def _check_models_and_layers(models: Sequence[str], labels: Sequence[str]) -> No
                 module = spec.builder(spec.num_classes)
             for node in nodes:
                 check_layer(module, node)  # raises, listing the valid names
+
+
+def _weights_words(network: Network) -> str:
+    """Where a network's weights came from, in plain words ("random weights (seed 0)")."""
+    weights = getattr(network, "weights", None)
+    return str(getattr(weights, "description", None) or "weights of unknown origin")
 
 
 @dataclass(frozen=True)
@@ -370,14 +384,18 @@ def compare(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     store: Any = None,
+    test_data: str | os.PathLike | ImageFiles | None = None,
+    on_error: str = "raise",
 ) -> Comparison:
     """Compare the softmax head with SVMs and logistic regression on the network's features.
 
     Parameters
     ----------
-    data : str, path-like or (X, y) tuple
-        ``"mnist5k"``, ``"digits"``, a folder of labelled images, a CSV of ``path,label``
-        lines, or ``(X, y)`` (see :func:`load_data`).
+    data : str, path-like, ImageFiles or (X, y) tuple
+        ``"mnist5k"``, ``"digits"``, a folder of labelled images, a CSV of image paths and
+        labels, :func:`featclf.data.image_files` output, or ``(X, y)`` (see
+        :func:`load_data`). A folder's own ``train/``, ``val/`` and ``test/`` subfolders (or a
+        CSV's split column) are the split: ``split`` is then not used.
     models : sequence of str, optional
         Zoo names of the networks. Default: ``("lenet5", "seed_cnn")``; with a single
         ``weights`` checkpoint, the model it was saved from.
@@ -394,12 +412,13 @@ def compare(
         the reference of every paired statistic) and ``"softmax_finetune"`` (the network
         fine-tuned from ``weights``).
     epochs : int, optional
-        Epochs of every network (default: :data:`TRAINING_RECIPES`).
+        Epochs of every network (default: each model's recipe, :func:`training_recipe`).
     train_options : mapping, optional
         Further :class:`~featclf.train.SoftmaxClassifier` parameters for every network.
     split : float, (train, test), (train, validation, test) or "seed001", default=0.2
         See :func:`featclf.model_selection.make_split`. With a validation part, C is chosen on
-        it instead of by cross-validation.
+        it instead of by cross-validation. Not used when the data has its own split or
+        ``test_data`` is given.
     cv : int, default=3
         Folds of the stratified (seeded, shuffled) cross-validation that chooses C.
     c_grids : mapping of classifier -> values, or values, optional
@@ -462,7 +481,7 @@ def compare(
         "classifier_options": classifier_options, "pooling": pooling, "n_jobs": n_jobs,
         "n_resamples": n_resamples, "confidence": confidence, "device": device,
         "dataset": dataset, "random_state": random_state, "progress": progress, "log": log,
-        "store": store}, "compare")  # fmt: skip
+        "store": store, "test_data": test_data, "on_error": on_error}, "compare")  # fmt: skip
     _split_fractions(split, owner="compare")
     log_line = StageLog(progress, log)
     started = time.perf_counter()
@@ -482,8 +501,11 @@ def compare(
     options = dict(classifier_options or {})
     for classifier in classifiers:
         make_classifier(classifier, **options)  # bad options raise now, not after training
-    name, X, y = load_data(data, name=dataset)
-    parts = make_split(y, split, random_state=random_state)
+    name, X, y = load_data(data, name=dataset, test_data=test_data)
+    check_on_error(on_error)
+    X, y, skipped = _readable(name, X, y, on_error, log_line)
+    parts = _parts(name, X, y, split, test_data, cv, random_state)
+    counts = class_counts(y, parts)
 
     source = as_image_source(X, name="data")
     run = Experiment(
@@ -496,7 +518,10 @@ def compare(
                        "random_state": random_state},
         device=device, progress=progress, log=log_line,
     )  # fmt: skip
-    log_line(f"{name}: {len(y)} images, {len(run.classes)} classes; split {parts.describe()}")
+    log_line(f"{name}: {len(y)} images, {len(run.classes)} classes; split {parts.describe()}"
+             + (f" ({parts.origin})" if parts.origin else ""))  # fmt: skip
+    log_line(f"{name}: images per class (train / test): "
+             + class_counts_text({c: f"{n['train']}/{n['test']}" for c, n in counts.items()}))
     for model in models:
         baselines = {"softmax": SoftmaxClassifier(model, **recipes[model])}
         if model in transfer:
@@ -507,6 +532,11 @@ def compare(
         # The features: the softmax network just trained, or the frozen pre-trained one; all
         # layers from one extractor, so one forward pass per batch serves every layer.
         pretrained = transfer.get(model)
+        run.weights[model] = (
+            f"{_weights_words(pretrained.network)}, frozen" if pretrained
+            else _weights_words(baselines["softmax"].network_)
+        )  # fmt: skip
+        log_line(f"{model}: weights: {run.weights[model]}")
         extractor = DeepFeatureExtractor(
             pretrained.network if pretrained else baselines["softmax"],
             layer=None if labels == [PENULTIMATE] else labels[0] if len(labels) == 1 else labels,
@@ -526,74 +556,17 @@ def compare(
     results = pd.DataFrame.from_records(run.rows, columns=list(RESULT_COLUMNS))
     results["converged"] = results["converged"].astype(object)
     seconds = time.perf_counter() - started
-    setup = _config(
-        name, len(y), parts, models, labels, classifiers, grids, recipes, transfer,
-        cv=cv, pooling=pooling, options=options, confidence=confidence,
-        n_resamples=n_resamples, random_state=random_state, device=device, store=store,
+    setup = setup_description(
+        name, len(y), parts, models, labels, classifiers, grids, recipes,
+        {m: info.path for m, info in transfer.items()}, cv=cv, pooling=pooling,
+        options=options, confidence=confidence, n_resamples=n_resamples,
+        random_state=random_state, device=str(resolve_device(device)), store=store,
+        weights=run.weights, class_counts=counts, skipped=skipped,
     )  # fmt: skip
     log_line(f"done in {seconds:.1f} s")
     return Comparison(
         results, predictions=run.predictions, y_true=run.y["test"], classes=run.classes,
         split=parts, histories=run.histories, setup=setup,
         timings=pd.DataFrame.from_records(run.timings, columns=list(TIMING_TABLE_COLUMNS)),
-        seconds=seconds,
+        seconds=seconds, skipped=tuple(skipped),
     )  # fmt: skip
-
-
-def _config(
-    name: str, n_images: int, parts: Split, models: list[str], labels: list[str],
-    classifiers: list[str], grids: dict[str, list[float]], recipes: dict[str, dict[str, Any]],
-    transfer: dict[str, _Pretrained], *, cv: int, pooling: str, options: dict[str, Any],
-    confidence: float, n_resamples: int, random_state: int | None, device: str, store: Any,
-) -> dict[str, Any]:  # fmt: skip
-    """The experiment's setup, as the report prints it (plain values only)."""
-
-    def recipe_text(model: str) -> str:
-        r = recipes[model]
-        text = (f"{r.get('optimizer', 'sgd')} lr={r.get('lr', 0.05)}, "
-                f"{r.get('epochs', 10)} epochs, batch {r.get('batch_size', 100)}")  # fmt: skip
-        shown = ("optimizer", "lr", "epochs", "batch_size", "preprocess")
-        extras = {k: v for k, v in r.items() if k not in shown}
-        return text + "".join(f", {k}={v}" for k, v in extras.items())
-
-    selection = (
-        "on the validation part's features" if len(parts.validation)
-        else f"by stratified {cv}-fold cross-validation on the training features"
-    )  # fmt: skip
-    if not transfer and not len(parts.validation):
-        # Worth saying in the report: the dotted CV curve sits above the test curve for this reason.
-        selection += (" (the network was trained on the training images, so accuracy on their "
-                      "features is optimistic; only test accuracy measures generalisation)")
-    fractions = "/".join(f"{f:g}" for f in parts.fractions)
-    config: dict[str, Any] = {
-        "dataset": name,
-        "images": n_images,
-        "split": f"{parts.describe()} (train/validation/test fractions {fractions}, "
-        f"stratified, seed {random_state})",
-        "models": models,
-        "layers": labels,
-        "pooling": pooling,
-        "softmax training": {m: recipe_text(m) for m in models},
-        "classifiers": classifiers,
-        "C grids": {n: " ".join(f"{c:g}" for c in g) for n, g in grids.items()},
-        "C selection": selection,
-        "confidence": confidence,
-        "bootstrap resamples": n_resamples,
-        "random_state": random_state,
-        "device": str(resolve_device(device)),
-        "versions": f"featclf {featclf.__version__}, torch {torch.__version__}, "
-        f"scikit-learn {sklearn.__version__}",
-    }
-    if options:
-        config["classifier options"] = options
-    if store is not None:
-        where = store if isinstance(store, str | os.PathLike) else getattr(store, "root", store)
-        config["feature store"] = os.fspath(where) if isinstance(where, os.PathLike) else str(where)
-    if transfer:
-        config["pre-trained weights"] = {m: info.path for m, info in transfer.items()}
-        config["features"] = "the pre-trained network, frozen"
-        config["baselines"] = ("softmax = the network trained from scratch on this data (the "
-                               "reference); softmax_finetune = fine-tuned from the weights")
-    else:
-        config["features"] = "the trained softmax network without its head"
-    return config

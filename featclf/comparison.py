@@ -73,6 +73,9 @@ class Comparison:
         classifier's C search and refits on one layer).
     seconds : float
         Wall-clock time of the whole run.
+    skipped : tuple of (str, str)
+        The image files left out because they could not be read (``on_error="skip"``):
+        (path, reason) pairs.
 
     Examples
     --------
@@ -95,6 +98,7 @@ class Comparison:
     setup: Mapping[str, Any] = field(default_factory=dict)
     timings: pd.DataFrame | None = None
     seconds: float = float("nan")
+    skipped: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.results, pd.DataFrame):

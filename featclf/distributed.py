@@ -1,16 +1,20 @@
 """The same extraction job on a Ray cluster (``pip install 'featclf[ray]'``).
 
 :func:`extract_with_ray` runs a :class:`~featclf.extract.DeepFeatureExtractor` as a pool of
-Ray Data actors (``map_batches`` with ``concurrency`` actors, ``num_gpus`` each on GPU
-clusters). Each actor fits its own clone of the extractor on its own device (``set_params`` +
-``fit``), so it holds the network once; it reads its batch of image files, hashes them,
-skips those the :class:`~featclf.store.FeatureStore` already holds, and runs the rest through
-the local engine's own loop (:func:`~featclf.extract.cached.cached_features` over
+Ray Data actors (``map_batches`` over an ``ActorPoolStrategy`` of ``actors`` actors,
+``num_gpus`` each on GPU clusters). Each actor fits its own clone of the extractor on its own
+device (``set_params`` + ``fit``), so it holds the network once; it reads its batch of image
+files, hashes them, skips those the :class:`~featclf.store.FeatureStore` already holds, and
+runs the rest through the local engine's own loop
+(:func:`~featclf.extract.cached.cached_features` over
 :meth:`DeepFeatureExtractor.iter_features`: featclf's decoding and preprocessing, the same
 forward). It writes the vectors into the store as shards of its own, under exactly the keys the
-local engine uses, so a store filled on a cluster is reused locally and vice versa. Actors write
-shards directly (each writer names its own files, see :mod:`featclf.store`), so the store must
-live where every worker sees it: a shared file system.
+local engine uses, so a store filled on a cluster is reused locally and vice versa, and records
+the same description of each configuration (model name, weights: :meth:`FeatureStore.about`).
+Actors write shards directly (each writer names its own files, see :mod:`featclf.store`), so the
+store must live where every worker sees it: a shared file system. The pool starts every actor
+before the first batch is handed out, so the work is spread over all of them from the start
+instead of going to whichever actor loaded its network first.
 
 Failed images follow the local ``on_error`` policy: the actors always carry on and report them;
 the driver raises on the first report under ``"raise"`` (vectors already written stay) or lists
@@ -38,6 +42,7 @@ from sklearn.base import clone
 from featclf.data.files import ImageFiles
 from featclf.data.inputs import as_image_source
 from featclf.data.sources import FileSource, InputError
+from featclf.errors import option
 from featclf.extract import DeepFeatureExtractor
 from featclf.extract.cached import FeatureExtraction, cached_features
 from featclf.params import Interval, StrOptions, check_params
@@ -60,6 +65,11 @@ _PARAMETERS = {
 }
 
 
+# How long the pool may take to start all its actors (Ray's error then says the cluster lacks
+# the resources for the pool).
+_POOL_START_SECONDS = 600
+
+
 def _import_ray():
     try:
         import ray
@@ -72,8 +82,10 @@ class _ExtractionActor:
     """One Ray actor: its own fitted copy of the extractor, and a handle on the store."""
 
     def __init__(self, extractor: DeepFeatureExtractor, store_root: str, store_dtype: str,
-                 use_gpu: bool, threads: int) -> None:
+                 use_gpu: bool, threads: int, about: dict[str, str]) -> None:
         torch.set_num_threads(max(1, threads))
+        self.pid = os.getpid()  # reported with every row: which process did the work
+        self.about = about
         # The network is built here, on this worker's device; precision follows the device
         # (bf16 under "auto" on CUDA), so the cache keys are this worker's too. Unreadable
         # images are reported to the driver, which applies the job's on_error.
@@ -86,14 +98,14 @@ class _ExtractionActor:
         """Extract one batch into the store; report each row's status and the call's counts.
 
         ``computed`` and ``reused`` hold the call's counts on its first row (0 on the others),
-        so their sums over the job's rows are the job's counts.
+        so their sums over the job's rows are the job's counts; ``pid`` is this actor's process.
         """
         paths = [str(p) for p in batch["path"]]
         source = FileSource(paths)
         ext = self.extractor
         result = cached_features(source, ext.iter_features, configs=ext.cache_configs_(source),
                                  store=self.store, on_error="skip",
-                                 widths=ext.feature_blocks_,
+                                 widths=ext.feature_blocks_, about=self.about,
                                  labels=batch["label"].tolist() if "label" in batch else None)
         status = np.full(len(paths), "ok", dtype=object)
         reason = np.full(len(paths), "", dtype=object)
@@ -102,7 +114,8 @@ class _ExtractionActor:
         computed, reused = np.zeros(len(paths), np.int64), np.zeros(len(paths), np.int64)
         computed[0], reused[0] = result.n_computed, result.n_reused
         return {"path": np.asarray(paths, dtype=object), "status": status, "reason": reason,
-                "position": batch["position"], "computed": computed, "reused": reused}
+                "position": batch["position"], "computed": computed, "reused": reused,
+                "pid": np.full(len(paths), self.pid, dtype=np.int64)}
 
 
 def _items(X, labels: Sequence | None) -> tuple[list[str], list | None]:
@@ -138,7 +151,10 @@ def extract_with_ray(X, extractor: DeepFeatureExtractor, store: FeatureStore | s
         Ray cluster to join (``"auto"``, ``"ray://head:10001"``). None: the running Ray
         instance, or a new local one.
     actors : int, default=2
-        Actors in the pool, each holding one copy of the network.
+        Actors in the pool, each holding one copy of the network. All of them start before the
+        first batch is handed out; a cluster that cannot start them within 10 minutes (too
+        few CPUs or GPUs for the pool) fails ("Timed out while starting actors"), unless
+        ``ray.data.DataContext.wait_for_min_actors_s`` says otherwise.
     gpus_per_actor : float, default=0
         GPUs each actor takes; > 0 runs the network on CUDA (bf16 under ``precision="auto"``).
     cpus_per_actor : float, default=1
@@ -158,9 +174,11 @@ def extract_with_ray(X, extractor: DeepFeatureExtractor, store: FeatureStore | s
     -------
     FeatureExtraction
         The counts, the unreadable images, the positions of the images whose vectors are now
-        in the store (``indices``), the wall time (Ray start-up included) and the pool size
-        (``actors``). The vectors stay in the store: ``features`` has no columns; read them
-        with ``DeepFeatureExtractor(store=...).extract(X)`` (every vector reused).
+        in the store (``indices``), the wall time (Ray start-up included) and how many actor
+        processes handled images (``actors``: the pool size, unless some actors got no batch,
+        or more when Ray restarted a failed actor). The vectors stay in the store:
+        ``features`` has no columns; read them with ``DeepFeatureExtractor(store=...).extract(X)``
+        (every vector reused).
 
     Examples
     --------
@@ -188,25 +206,36 @@ def extract_with_ray(X, extractor: DeepFeatureExtractor, store: FeatureStore | s
         ray.init(address=address, **kwargs)
     errors: list[InputError] = []
     done: list[int] = []
+    workers: set[int] = set()  # actor processes that handled images
     counts = {"computed": 0, "reused": 0}
+    context = ray.data.DataContext.get_current()
+    wait_before = getattr(context, "wait_for_min_actors_s", None)  # not in older Ray
     try:
-        context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
+        if wait_before is not None and wait_before <= 0:
+            # Start the whole pool before the first batch (a user's own setting wins): else the
+            # actor that loads its network first takes several batches while the others load.
+            context.wait_for_min_actors_s = _POOL_START_SECONDS
         items = [{"path": p, "position": i} | ({} if labels is None else {"label": labels[i]})
                  for i, p in enumerate(paths)]
         dataset = ray.data.from_items(items).map_batches(
             _ExtractionActor, batch_size=int(batch_size), batch_format="numpy",
-            concurrency=int(actors), num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None,
+            compute=ray.data.ActorPoolStrategy(size=int(actors)), num_cpus=cpus_per_actor,
+            num_gpus=gpus_per_actor or None,
             # An unfitted clone travels (the network is not pickled): each actor fits its own.
             fn_constructor_kwargs={"extractor": clone(extractor),
                                    "store_root": str(store.root), "store_dtype": store.dtype,
                                    "use_gpu": bool(gpus_per_actor),
-                                   "threads": max(1, int(cpus_per_actor))})
+                                   "threads": max(1, int(cpus_per_actor)),
+                                   # The store's words for the configurations, as the
+                                   # local engine records them.
+                                   "about": extractor.about_()})
         with progress_bar(total=len(paths), unit="img", desc="extract (ray)",
                           enabled=progress) as bar:
             for out in _batches(dataset):
                 counts["computed"] += int(out["computed"].sum())
                 counts["reused"] += int(out["reused"].sum())
+                workers.update(int(pid) for pid in np.unique(out["pid"]))
                 for path, status, reason, pos in zip(out["path"], out["status"], out["reason"],
                                                      out["position"]):
                     if status == "error":
@@ -214,20 +243,24 @@ def extract_with_ray(X, extractor: DeepFeatureExtractor, store: FeatureStore | s
                         if on_error == "raise":
                             from featclf.data.decode import ImageDecodeError
 
-                            raise ImageDecodeError(err.source, err.reason + " (pass "
-                                                   "on_error='skip' to skip unreadable images)")
+                            raise ImageDecodeError(err.source, f"{err.reason} (pass "
+                                                   f"{option('on_error', 'skip')} to skip "
+                                                   "unreadable images)")
                         errors.append(err)
                     else:
                         done.append(int(pos))
                 bar.update(len(out["path"]))
     finally:
+        if wait_before is not None:
+            context.wait_for_min_actors_s = wait_before
         if own_ray:
             ray.shutdown()
     errors.sort(key=lambda e: e.index)
     indices = np.sort(np.asarray(done, dtype=np.int64))
     return FeatureExtraction(np.empty((len(indices), 0), dtype=np.float32), indices, errors,
                              n_computed=counts["computed"], n_reused=counts["reused"],
-                             seconds=time.perf_counter() - started, actors=int(actors))
+                             seconds=time.perf_counter() - started, actors=len(workers))
+
 
 
 def _batches(dataset) -> Iterator[dict[str, np.ndarray]]:

@@ -9,6 +9,7 @@ histories and timings that become a :class:`~featclf.comparison.Comparison`.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -17,9 +18,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import sklearn
+import torch
 from sklearn.metrics import accuracy_score
 from threadpoolctl import threadpool_limits
 
+import featclf
 from featclf.comparison import ResultKey
 from featclf.data.sources import ImageSource
 from featclf.extract import DeepFeatureExtractor
@@ -27,7 +31,7 @@ from featclf.model_selection import Split
 from featclf.sweep import PAIRED_COLUMNS, Features, Outcome, paired_stats, score, sweep
 from featclf.train import SoftmaxClassifier
 
-__all__ = ["Experiment", "StageLog"]
+__all__ = ["Experiment", "StageLog", "setup_description"]
 
 
 class StageLog:
@@ -69,6 +73,7 @@ class Experiment:
     predictions: dict[ResultKey, np.ndarray] = field(default_factory=dict)
     histories: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
     timings: list[dict[str, Any]] = field(default_factory=list)
+    weights: dict[str, str] = field(default_factory=dict)
 
     def train_baseline(self, model: str, baseline: str, clf: SoftmaxClassifier) -> Outcome:
         """Train one softmax network on the training part; score it on the test part."""
@@ -176,3 +181,87 @@ class Experiment:
               seconds: float, **counts: int) -> None:  # fmt: skip
         self.timings.append({"phase": phase, "model": model, "layer": layer,
                              "classifier": classifier, "seconds": seconds, **counts})  # fmt: skip
+
+
+def _recipe_text(recipe: dict[str, Any]) -> str:
+    """A training recipe in one line: optimiser, learning rate, epochs, batch, the rest."""
+    text = (f"{recipe.get('optimizer', 'sgd')} lr={recipe.get('lr', 0.05)}, "
+            f"{recipe.get('epochs', 10)} epochs, batch {recipe.get('batch_size', 100)}")
+    shown = ("optimizer", "lr", "epochs", "batch_size", "preprocess")
+    # Parameters a recipe leaves off (None, or 0 for a warm-up or weight decay) say nothing.
+    extras = {k: v for k, v in recipe.items() if k not in shown and v is not None
+              and not (k in ("warmup", "weight_decay") and v == 0)}  # fmt: skip
+    return text + "".join(f", {k}={v}" for k, v in extras.items())
+
+
+def _classes_text(counts: dict[Any, dict[str, int]]) -> str:
+    """``0 400 train / 100 test; 1 ... (10 classes)``: every class with its counts."""
+    items = [f"{cls} {' / '.join(f'{n} {part}' for part, n in parts.items())}"
+             for cls, parts in counts.items()]  # fmt: skip
+    shown = items[:50] + ([f"... ({len(items) - 50} more)"] if len(items) > 50 else [])
+    return "; ".join(shown) + f" ({len(counts)} classes)"
+
+
+def setup_description(
+    name: str, n_images: int, parts: Split, models: list[str], labels: list[str],
+    classifiers: list[str], grids: dict[str, list[float]], recipes: dict[str, dict[str, Any]],
+    transfer: dict[str, str], *, cv: int, pooling: str, options: dict[str, Any],
+    confidence: float, n_resamples: int, random_state: int | None, device: str, store: Any,
+    weights: dict[str, str], class_counts: dict[Any, dict[str, int]],
+    skipped: list[tuple[str, str]],
+) -> dict[str, Any]:  # fmt: skip
+    """A ``compare`` run's setup, as the report prints it (plain values only).
+
+    It always says which weights the features came from (``"weights"``: "random weights" in
+    those words when they were random), which split (the collection's own parts, or the
+    fractions and the seed) and which classes, with their counts per part.
+    """
+    selection = (
+        "on the validation part's features" if len(parts.validation)
+        else f"by stratified {cv}-fold cross-validation on the training features"
+    )  # fmt: skip
+    if not transfer and not len(parts.validation):
+        # Worth saying in the report: the dotted CV curve sits above the test curve for this reason.
+        selection += (" (the network was trained on the training images, so accuracy on their "
+                      "features is optimistic; only test accuracy measures generalisation)")
+    if parts.origin is not None:
+        split = f"{parts.origin}: {parts.describe()}"
+    else:
+        fractions = "/".join(f"{f:g}" for f in parts.fractions)
+        split = (f"{parts.describe()} (train/validation/test fractions {fractions}, "
+                 f"stratified, seed {random_state})")
+    config: dict[str, Any] = {
+        "dataset": name,
+        "images": n_images,
+        "split": split,
+        "classes": _classes_text(class_counts),
+        "models": models,
+        "weights": dict(weights),
+        "layers": labels,
+        "pooling": pooling,
+        "softmax training": {m: _recipe_text(recipes[m]) for m in models},
+        "classifiers": classifiers,
+        "C grids": {n: " ".join(f"{c:g}" for c in g) for n, g in grids.items()},
+        "C selection": selection,
+        "confidence": confidence,
+        "bootstrap resamples": n_resamples,
+        "random_state": random_state,
+        "device": device,
+        "versions": f"featclf {featclf.__version__}, torch {torch.__version__}, "
+        f"scikit-learn {sklearn.__version__}",
+    }
+    if skipped:
+        config["skipped images"] = [f"{path} ({reason})" for path, reason in skipped]
+    if options:
+        config["classifier options"] = options
+    if store is not None:
+        where = store if isinstance(store, str | os.PathLike) else getattr(store, "root", store)
+        config["feature store"] = os.fspath(where) if isinstance(where, os.PathLike) else str(where)
+    if transfer:
+        config["pre-trained weights"] = dict(transfer)
+        config["features"] = "the pre-trained network, frozen"
+        config["baselines"] = ("softmax = the network trained from scratch on this data (the "
+                               "reference); softmax_finetune = fine-tuned from the weights")
+    else:
+        config["features"] = "the trained softmax network without its head"
+    return config

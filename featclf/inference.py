@@ -221,7 +221,9 @@ class BatchRunner:
         """Outputs of every batch, in order: ``(indices, outputs, errors)``.
 
         A batch without images (every file of it unreadable under ``on_error="skip"``) yields
-        ``None`` outputs with its errors.
+        ``None`` outputs with its errors. When ``batches`` raises (an unreadable file under
+        ``on_error="raise"``), every batch computed before is yielded first, then the error
+        propagates.
 
         Parameters
         ----------
@@ -242,7 +244,19 @@ class BatchRunner:
         model = None
         on_gpu = self.device.type == "cuda"
         pending = None
-        for batch in batches:
+        batches = iter(batches)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except Exception:
+                # The next batch failed (an unreadable file under on_error="raise"): hand out
+                # the batch already computed first, so the caller can keep (store) it.
+                if pending is not None:
+                    held, pending = pending, None
+                    yield _finish(*held)
+                raise
             if len(batch.indices) == 0:
                 ready, outputs = None, None
             else:

@@ -24,10 +24,82 @@ from featclf.data.files import ImageFiles
 from featclf.data.inputs import check_labels
 from featclf.params import Interval, InvalidParameterError, StrOptions, check_params
 
-__all__ = ["SEED001_SPLIT", "Split", "make_split", "split_indices", "split_train_test"]
+__all__ = ["SEED001_SPLIT", "Split", "check_class_counts", "class_counts_text", "make_split",
+           "predefined_split", "split_indices", "split_train_test"]
 
 #: Seed 001's train/validation/test fractions (``split="seed001"``).
 SEED001_SPLIT: tuple[float, float, float] = (0.65, 0.25, 0.10)
+
+
+def check_class_counts(y, *, min_per_class: int = 2, what: str = "training") -> dict:
+    """Count the images of each class; refuse one class, or a class with too few images.
+
+    Called before any training (by :class:`~featclf.train.SoftmaxClassifier` and
+    :func:`featclf.compare.compare`), so a data set that cannot be trained or split fails at
+    once, naming the classes, instead of minutes later with scikit-learn's raw error.
+
+    Parameters
+    ----------
+    y : array-like of shape (n,)
+        Labels.
+    min_per_class : int, default=2
+        The fewest images a class may have.
+    what : str, default="training"
+        What the labels are for, as the message says it ("training", "the split").
+
+    Returns
+    -------
+    dict
+        ``{class: count}``, sorted by class (classes as plain Python values).
+
+    Raises
+    ------
+    ValueError
+        With no labels, one class, or a class with fewer than ``min_per_class`` images; the
+        message names the classes and their counts.
+
+    Examples
+    --------
+    >>> from featclf.model_selection import check_class_counts
+    >>> check_class_counts(["b", "a", "b", "a"])
+    {'a': 2, 'b': 2}
+    >>> check_class_counts(["a", "a", "b"])  # doctest: +NORMALIZE_WHITESPACE
+    Traceback (most recent call last):
+    ...
+    ValueError: training needs at least 2 images of each class; class 'b' has 1
+    (classes: a 2, b 1)
+    """
+    values, counts = np.unique(np.asarray(y), return_counts=True)
+    found = {v: int(c) for v, c in zip(values.tolist(), counts.tolist())}
+    if not found:
+        raise ValueError(f"{what} needs labelled images; got none")
+    listed = class_counts_text(found)
+    if len(found) == 1:
+        (only, count), = found.items()
+        raise ValueError(f"{what} needs at least two classes; every image ({count}) is of "
+                         f"class {only!r}")
+    few = {c: n for c, n in found.items() if n < min_per_class}
+    if few:
+        named = ", ".join(f"class {c!r} has {n}" for c, n in list(few.items())[:10])
+        more = f" (and {len(few) - 10} more)" if len(few) > 10 else ""
+        raise ValueError(f"{what} needs at least {min_per_class} images of each class; "
+                         f"{named}{more} (classes: {listed})")
+    return found
+
+
+def class_counts_text(counts: dict, limit: int = 30) -> str:
+    """``'a' 2, 'b' 1``: classes and their counts in one line (the first ``limit``).
+
+    Examples
+    --------
+    >>> from featclf.model_selection import class_counts_text
+    >>> class_counts_text({0: 400, 1: 380})
+    '0 400, 1 380'
+    """
+    shown = [f"{c} {n}" for c, n in list(counts.items())[:limit]]
+    if len(counts) > limit:
+        shown.append(f"... ({len(counts) - limit} more classes)")
+    return ", ".join(shown)
 
 
 def split_indices(y, *, test_size: float = 0.2, random_state: int | None = 0
@@ -124,7 +196,11 @@ class Split:
     train, validation, test : numpy.ndarray of int
         Disjoint positions into the data; together they cover it.
     fractions : tuple of float
-        The requested (train, validation, test) fractions.
+        The requested (train, validation, test) fractions (for a predefined split, the
+        fractions it has).
+    origin : str or None
+        Where a predefined split came from, in words ("the folder's own train/ and test/
+        subfolders"); None for a random split.
 
     Examples
     --------
@@ -138,6 +214,7 @@ class Split:
     validation: np.ndarray
     test: np.ndarray
     fractions: tuple[float, float, float] = field(default=(0.8, 0.0, 0.2))
+    origin: str | None = None
 
     def describe(self) -> str:
         """One line naming the sizes of the parts."""
@@ -209,3 +286,53 @@ def make_split(y: Any, split: Any = 0.2, *, random_state: int | None = 0) -> Spl
         y[rest], test_size=val_frac / (train_frac + val_frac), random_state=random_state
     )
     return Split(rest[train_pos], rest[val_pos], test, (train_frac, val_frac, test_frac))
+
+
+def predefined_split(parts: list[str] | np.ndarray, *, origin: str) -> Split:
+    """The :class:`Split` a collection's own ``train``/``val``/``test`` parts give.
+
+    Without a ``test`` part, the ``val`` part is the test part (and there is no validation
+    part): the images a user kept out of training are the ones to test on.
+
+    Parameters
+    ----------
+    parts : sequence of {"train", "val", "test"}
+        The part of each image (``ImageFiles.splits``).
+    origin : str
+        Where the parts came from, in words; kept as :attr:`Split.origin`.
+
+    Returns
+    -------
+    Split
+
+    Raises
+    ------
+    ValueError
+        When a part is missing: no training images, or nothing to test on.
+
+    Examples
+    --------
+    >>> from featclf.model_selection import predefined_split
+    >>> parts = predefined_split(["train", "test", "train", "val"], origin="a CSV's split column")
+    >>> parts.train.tolist(), parts.validation.tolist(), parts.test.tolist()
+    ([0, 2], [3], [1])
+    >>> predefined_split(["train", "val"], origin="folders").test.tolist()
+    [1]
+    """
+    parts = np.asarray(parts, dtype=object)
+    unknown = sorted(set(parts.tolist()) - {"train", "val", "test"})
+    if unknown:
+        raise ValueError(f"predefined_split: parts {unknown} are not train, val or test")
+    train = np.flatnonzero(parts == "train")
+    validation = np.flatnonzero(parts == "val")
+    test = np.flatnonzero(parts == "test")
+    if not len(test):
+        test, validation = validation, validation[:0]
+        origin += " (val/ serves as the test part)" if len(test) else ""
+    if not len(train) or not len(test):
+        missing = "training" if not len(train) else "test"
+        raise ValueError(f"{origin}: no {missing} images; {origin} must have train and test "
+                         "(or val) parts")
+    n = len(parts)
+    fractions = (len(train) / n, len(validation) / n, len(test) / n)
+    return Split(train, validation, test, fractions, origin)

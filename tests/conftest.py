@@ -40,6 +40,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _cpu_unless_marked_gpu(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    # On a CUDA host "auto" would mean the GPU (and bf16): tests that compare numbers to 1e-4
+    # or bit for bit are CPU tests unless marked gpu, whose tests name their device.
+    if "gpu" not in request.node.keywords:
+        monkeypatch.setenv("FEATCLF_DEVICE", "cpu")
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

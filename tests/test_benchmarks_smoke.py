@@ -144,3 +144,24 @@ def test_run_all_report_summarises_every_json_and_plots_fit_time(smoke_dir, tmp_
     assert "extractor/bare forward" in readme and "Which to pick when" in readme
     assert (tmp_path / "fit_time_vs_n.png").stat().st_size > 0
     assert (tmp_path / "throughput_vs_batch.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_cli_startup_times_help_against_python_and_torch_and_reports_it(tmp_path):
+    run_benchmark("cli_startup", tmp_path, "--smoke", timeout=300)
+    doc = read(tmp_path, "cli_startup")
+    timings = doc["results"]["timings"]
+    assert set(timings) == {"python -c pass", "featclf --help", "featclf store info",
+                            "python -c 'import torch'"}
+    assert all(t["repeats"] == 1 and t["median_s"] > 0 and t["cpu_median_s"] >= 0
+               for t in timings.values())
+    # The imports are facts, not timings: --help and store info load none of the heavy three.
+    imports = doc["results"]["imports"]
+    assert set(imports) == {"featclf --help", "featclf store info"}
+    assert all(not {"torch", "torchvision", "sklearn"} & set(v) for v in imports.values())
+    assert doc["headline"]["--help imports"] == "no torch/torchvision/sklearn"
+    assert doc["headline"]["--help over import torch"] == pytest.approx(
+        timings["featclf --help"]["median_s"] / timings["python -c 'import torch'"]["median_s"])
+    run_benchmark("run_all", tmp_path, "--report-only", timeout=120)
+    readme = (tmp_path / "README.md").read_text()
+    assert "## cli_startup" in readme and "Start-up of a fresh interpreter" in readme

@@ -393,9 +393,9 @@ def test_compare_with_a_store_gives_the_numbers_of_a_run_without(tmp_path):
                                       run.results.drop(columns=list(TIMING_COLUMNS)))  # fmt: skip
 
 
-def test_cli_reports_a_missing_data_folder_with_exit_code_2(tmp_path, capsys):
+def test_cli_reports_a_missing_data_folder_with_exit_code_1(tmp_path, capsys):
     code = main(["compare", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")])
-    assert code == 2
+    assert code == 1  # a runtime failure (a usage error would be 2)
     assert "nowhere" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
@@ -436,7 +436,7 @@ def test_load_data_reads_folders_and_refuses_unlabelled_ones(tmp_path):
     unlabelled = tmp_path / "unlabelled"
     unlabelled.mkdir()
     Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(unlabelled / "img.png")
-    with pytest.raises(ValueError, match="no labels"):
+    with pytest.raises(ValueError, match="needs labels, but the file names carry no label"):
         load_data(unlabelled)
     with pytest.raises(FileNotFoundError, match="mnist6k"):
         load_data("mnist6k")
@@ -449,3 +449,12 @@ def test_training_recipes_follow_the_seed():
         "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "lr_decay": 1e-6,
         "batch_size": 100, "epochs": 10}  # fmt: skip
     assert training_recipe("lenet5", options={"augment": "seed"})["augment"] == "seed"
+
+
+def test_training_recipe_is_the_model_familys_recipe_on_every_training_image():
+    from featclf.train import recipe_for
+
+    for model in ("lenet5", "seed_cnn", "resnet18"):
+        assert training_recipe(model) == {**recipe_for(model), "validation_fraction": 0.0}
+    assert training_recipe("resnet18")["optimizer"] != training_recipe("lenet5")["optimizer"]
+    assert training_recipe("resnet18", epochs=2)["epochs"] == 2

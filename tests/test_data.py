@@ -90,9 +90,11 @@ def test_array_layouts_become_nchw(shape, expected):
     assert not src.model_ready
 
 
-def test_float_nchw_is_model_ready_and_untouched():
+def test_float_nchw_is_model_ready_and_untouched_when_said_so():
     x = torch.randn(3, 1, 28, 28)
-    src = as_image_source(x)
+    with pytest.raises(ValueError, match="float values in"):
+        as_image_source(x)  # not pixels in [0, 1]: the caller must say it is model-ready
+    src = as_image_source(x, model_ready=True)
     assert src.model_ready
     (batch,) = list(src.iter_batches(batch_size=8, preprocess=None))
     assert torch.equal(batch.images, x)
@@ -176,3 +178,13 @@ def test_file_batches_skip_bad_files(tmp_path, rng):
     assert batches[0].errors[0].source == str(bad)
     with pytest.raises(ValueError, match="bad.png"):
         list(src.iter_batches(batch_size=3, preprocess=pre, on_error="raise"))
+
+
+def test_listing_image_files_imports_neither_torch_nor_sklearn():
+    import subprocess
+    import sys
+
+    code = ("import sys; from featclf.data import image_files; import featclf.cli._data; "
+            "print(sorted(n for n in ('torch', 'sklearn') if n in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

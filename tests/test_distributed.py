@@ -1,13 +1,16 @@
 """The Ray engine: same vectors and keys as the local engine, and a killed job resumes cleanly.
 
 These tests start a real local Ray instance (2 CPUs) and real subprocesses; they take about a
-minute together.
+minute together. Which process wrote what is read off the store's shard indexes: each names its
+writer ``<host>-<pid>-...`` (see :mod:`featclf.store`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,7 +23,7 @@ import pytest
 import torch
 from PIL import Image
 
-from featclf.data import image_files, load_mnist5k
+from featclf.data import ImagePreprocess, image_files, load_mnist5k
 from featclf.extract import DeepFeatureExtractor, FeatureExtraction
 from featclf.models import get_model, save_checkpoint
 from featclf.store import FeatureStore
@@ -46,6 +49,26 @@ def _shard_rows(store: FeatureStore) -> dict[str, int]:
     return counts
 
 
+def _rows_per_process(store_dir: Path) -> dict[int, int]:
+    """Rows stored per writing process: the pid in each shard index's writer id."""
+    rows: dict[int, int] = {}
+    for index in store_dir.glob("configs/*/shard-*.json"):
+        meta = json.loads(index.read_text())
+        match = re.match(r"[A-Za-z0-9]+-(\d+)-", meta["writer"])
+        assert match, f"the writer id {meta['writer']!r} of {index.name} names no process"
+        rows[int(match.group(1))] = rows.get(int(match.group(1)), 0) + meta["rows"]
+    return rows
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie waiting for its parent does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -63,8 +86,19 @@ def test_ray_engine_matches_local_engine_and_store_is_shared(tmp_path, ray_local
     ext = DeepFeatureExtractor("lenet5", weights=tmp_path / "lenet5.pt").fit()
     job = extract_with_ray(files, ext, tmp_path / "store", actors=2, batch_size=32)
     assert (job.n_images, job.n_computed, job.n_reused, job.errors) == (240, 240, 0, [])
-    assert isinstance(job, FeatureExtraction) and job.actors == 2  # the one result type
+    assert isinstance(job, FeatureExtraction)  # the one result type
     assert job.indices.tolist() == list(range(240)) and job.images_per_second > 0
+    # Two actor processes did the work: each wrote some of the 240 vectors, and neither is
+    # this process; the job's own count of the processes that handled images agrees.
+    writers = _rows_per_process(tmp_path / "store")
+    assert len(writers) == 2 and os.getpid() not in writers, writers
+    assert sum(writers.values()) == 240 and min(writers.values()) >= 1, writers
+    assert job.actors == 2
+    # The actors describe the configuration as the local engine does (model, weights, layer).
+    about = FeatureStore(tmp_path / "store").about(ext.cache_config_(files))
+    assert about == {"model": "lenet5", "weights": ext.network_.weights.description,
+                     "layer": "penultimate"}
+    assert str(tmp_path / "lenet5.pt") in about["weights"]
 
     reference = ext.transform(files)  # local engine, no store
     local = DeepFeatureExtractor("lenet5", weights=tmp_path / "lenet5.pt",
@@ -75,7 +109,7 @@ def test_ray_engine_matches_local_engine_and_store_is_shared(tmp_path, ray_local
     assert sorted(_shard_rows(FeatureStore(tmp_path / "store")).values()) == [1] * 240
 
     rerun = extract_with_ray(files, ext, tmp_path / "store", actors=1, batch_size=64)
-    assert (rerun.n_computed, rerun.n_reused) == (0, 240)
+    assert (rerun.n_computed, rerun.n_reused, rerun.actors) == (0, 240, 1)
 
 
 def test_ray_engine_skips_and_reports_unreadable_files(tmp_path, ray_local):
@@ -84,7 +118,7 @@ def test_ray_engine_skips_and_reports_unreadable_files(tmp_path, ray_local):
     images = _digit_folder(tmp_path / "digits", 40)
     (images / "3.99999.png").write_bytes(b"broken")
     files = image_files(images)
-    ext = DeepFeatureExtractor("lenet5").fit()
+    ext = DeepFeatureExtractor("lenet5", weights="random").fit()
     job = extract_with_ray(files, ext, tmp_path / "store", actors=1, batch_size=16,
                            on_error="skip")
     assert job.n_computed == 40
@@ -92,6 +126,8 @@ def test_ray_engine_skips_and_reports_unreadable_files(tmp_path, ray_local):
     with pytest.raises(ValueError, match=r"3\.99999\.png"):
         extract_with_ray(files, ext, tmp_path / "store2", actors=1, batch_size=16)
 
+
+_PREPROCESS = ImagePreprocess(64, 3, (0.5,) * 3, (0.5,) * 3)
 
 _JOB = textwrap.dedent("""
     import sys
@@ -103,45 +139,67 @@ _JOB = textwrap.dedent("""
     images, weights, store = sys.argv[1:4]
     ext = DeepFeatureExtractor("resnet18", weights=weights,
                                preprocess=ImagePreprocess(64, 3, (0.5,) * 3, (0.5,) * 3))
-    job = extract_with_ray(image_files(images), ext, store, actors=1, batch_size=12,
+    job = extract_with_ray(image_files(images), ext, store, actors=2, batch_size=12,
                            ray_init_kwargs={"num_cpus": 2})
-    print("DONE", job.n_computed, job.n_reused, flush=True)
+    print("DONE", job.n_computed, job.n_reused, job.actors, flush=True)
 """)
 
 
-def test_killed_ray_job_resumes_without_duplicates(tmp_path):
-    images = _digit_folder(tmp_path / "digits", 360)
+def test_killed_ray_job_with_two_actors_resumes_with_only_the_missing_vectors(tmp_path):
+    n = 360
+    images = _digit_folder(tmp_path / "digits", n)
     torch.manual_seed(2)
-    save_checkpoint(tmp_path / "r18.pt", get_model("resnet18", num_classes=10).state_dict(),
+    weights = tmp_path / "r18.pt"
+    save_checkpoint(weights, get_model("resnet18", "random", num_classes=10).state_dict(),
                     {"model": "resnet18"})
     script = tmp_path / "job.py"
     script.write_text(_JOB)
     store_dir = tmp_path / "store"
-    cmd = [sys.executable, str(script), str(images), str(tmp_path / "r18.pt"), str(store_dir)]
+    cmd = [sys.executable, str(script), str(images), str(weights), str(store_dir)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                             start_new_session=True)
+    # Mid-job: both actors have written shards (so both are alive and working).
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        if list(store_dir.glob("configs/*/shard-*.json")):
-            break
-        time.sleep(0.05)
+    actors: dict[int, int] = {}
+    while time.monotonic() < deadline and proc.poll() is None and len(actors) < 2:
+        actors = _rows_per_process(store_dir)
+        time.sleep(0.02)
     assert proc.poll() is None, "the job ended before it could be killed: " + \
         proc.stdout.read().decode()[-2000:]
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+    assert len(actors) == 2 and proc.pid not in actors, actors
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes in its session
+    for pid in actors:  # and the two actor processes themselves, wherever Ray started them
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     proc.wait()
-    time.sleep(3)  # let any orphaned worker die before counting
-    store = FeatureStore(store_dir)
-    partial = _shard_rows(store)
-    assert 0 < len(partial) < 360
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(map(_running, actors)):
+        time.sleep(0.05)
+    assert not any(map(_running, actors)), f"actor processes {list(actors)} survived kill -9"
+    # Nothing else was writing: every stored vector came from the two killed actors.
+    assert set(_rows_per_process(store_dir)) == set(actors)
+    partial = _shard_rows(FeatureStore(store_dir))
+    assert 0 < len(partial) < n and set(partial.values()) == {1}
 
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     line = next(ln for ln in done.stdout.splitlines() if ln.startswith("DONE"))
-    computed, reused = map(int, line.split()[1:])
-    assert computed + reused == 360 and reused >= len(partial)
+    computed, reused, n_actors = map(int, line.split()[1:])
+    # The rerun computes exactly what the killed job had not stored, again with two actors.
+    assert (computed, reused, n_actors) == (n - len(partial), len(partial), 2)
+    assert len(set(_rows_per_process(store_dir)) - set(actors)) == 2
     counts = _shard_rows(FeatureStore(store_dir))
-    assert len(counts) == 360 and set(counts.values()) == {1}  # complete, nothing twice
+    assert len(counts) == n and set(counts.values()) == {1}  # complete, nothing twice
+
+    # The store now holds what one clean local run computes, the killed job's vectors included.
+    files = image_files(images)
+    stored = DeepFeatureExtractor("resnet18", weights=weights, preprocess=_PREPROCESS,
+                                  device="cpu", store=store_dir).fit().extract(files)
+    assert (stored.n_computed, stored.n_reused) == (0, n)
+    clean = DeepFeatureExtractor("resnet18", weights=weights, preprocess=_PREPROCESS,
+                                 device="cpu").fit().transform(files)
+    np.testing.assert_allclose(stored.features, clean, rtol=1e-4, atol=1e-5)
 
 
 def test_grid_search_runs_on_the_ray_joblib_backend(ray_local):
@@ -168,8 +226,8 @@ def test_extract_command_with_ray_engine_fills_the_store_the_local_engine_reuses
     from featclf.cli import main
 
     images = _digit_folder(tmp_path / "digits", 50)
-    args = ["extract", "--model", "lenet5", "--images", str(images), "--store",
-            str(tmp_path / "store"), "--no-progress", "--batch-size", "16"]
+    args = ["extract", "--model", "lenet5", "--weights", "random", "--images", str(images),
+            "--store", str(tmp_path / "store"), "--no-progress", "--batch-size", "16"]
     assert main([*args, "--engine", "ray", "--actors", "2"]) == 0
     assert "computed        50" in capsys.readouterr().out
     assert main(args) == 0

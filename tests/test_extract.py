@@ -52,7 +52,7 @@ LENET_PRE = ImagePreprocess(28, 1, MNIST_MEAN, MNIST_STD)
 
 def _random_network(name: str, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    return get_model(name, num_classes=10).eval()
+    return get_model(name, "random", num_classes=10).eval()
 
 
 def _save(path: Path, module: nn.Module, name: str, pre: ImagePreprocess, head: str) -> Path:
@@ -139,7 +139,7 @@ def _write_pngs(folder: Path, nchw: np.ndarray) -> list[str]:
     return paths
 
 
-INPUT_KINDS = ["uint8_nchw", "uint8_nhwc", "uint8_nhw_grey", "tensor_uint8", "float_model_ready",
+INPUT_KINDS = ["uint8_nchw", "uint8_nhwc", "uint8_nhw_grey", "tensor_uint8", "float_unit_nchw",
                "paths", "series_of_paths", "image_files"]
 
 
@@ -155,8 +155,8 @@ def make_input(kind: str, nchw: np.ndarray, pre: ImagePreprocess, folder: Path):
         return np.ascontiguousarray(nchw.transpose(0, 2, 3, 1)), ready
     if kind == "tensor_uint8":
         return torch.from_numpy(nchw), ready
-    if kind == "float_model_ready":
-        return ready.numpy(), ready
+    if kind == "float_unit_nchw":  # ToTensor()'s floats in [0, 1]: the uint8 twin's features
+        return torch.from_numpy(nchw).float() / 255, ready
     paths = _write_pngs(folder, nchw)
     if kind == "paths":
         return paths, ready
@@ -258,15 +258,20 @@ def test_holder_of_a_loaded_network_uses_its_preprocessing(lenet, digits):
     assert ext.n_features_out_ == 84
 
 
-def test_explicit_preprocess_applies_to_model_ready_floats_too(lenet, digits):
+def test_floats_are_intensities_and_model_ready_input_is_preprocess_none(lenet, digits):
     module, path = lenet
     scale = ImagePreprocess(28, 1, (0.0,), (2.0,))
-    floats = torch.from_numpy(digits).float() / 255  # float NCHW: "model-ready" for auto
-    auto = DeepFeatureExtractor("lenet5", weights=path).fit().transform(floats)
-    explicit = DeepFeatureExtractor("lenet5", weights=path, preprocess=scale).fit() \
-        .transform(floats)
-    assert_close(auto, headless_forward(module, "output", floats))
-    assert_close(explicit, headless_forward(module, "output", floats / 2))
+    floats = torch.from_numpy(digits).float() / 255  # float NCHW in [0, 1]
+    auto = DeepFeatureExtractor("lenet5", weights=path).fit()
+    assert_close(auto.transform(floats), headless_forward(module, "output",
+                                                          LENET_PRE(torch.from_numpy(digits))))
+    explicit = DeepFeatureExtractor("lenet5", weights=path, preprocess=scale).fit()
+    assert_close(explicit.transform(floats), headless_forward(module, "output", floats / 2))
+    ready = LENET_PRE(torch.from_numpy(digits))  # normalised: values outside [0, 1]
+    with pytest.raises(ValueError, match=r"float values in \[-0.4242, 2.821\].*preprocess=None"):
+        auto.transform(ready)
+    as_is = DeepFeatureExtractor("lenet5", weights=path, preprocess=None).fit()
+    assert_close(as_is.transform(ready), headless_forward(module, "output", ready))
 
 
 def test_preprocess_none_passes_inputs_unchanged_except_dtype(lenet, digits):
@@ -278,8 +283,8 @@ def test_preprocess_none_passes_inputs_unchanged_except_dtype(lenet, digits):
 
 def test_auto_batch_size_follows_the_input_size_and_set_params_applies(digits):
     # On the CPU: about 400k input pixels per batch, 8 to 64 (measured fastest here).
-    assert DeepFeatureExtractor("resnet18", device="cpu").fit().batch_size_ == 8
-    ext = DeepFeatureExtractor("lenet5", device="cpu").fit()
+    assert DeepFeatureExtractor("resnet18", "random", device="cpu").fit().batch_size_ == 8
+    ext = DeepFeatureExtractor("lenet5", "random", device="cpu").fit()
     assert ext.batch_size == "auto" and ext.batch_size_ == 64
     X = np.repeat(digits[:, 0], 12, axis=0)  # 72 images
     assert [len(i) for i, _, _ in ext.iter_features(X)] == [64, 8]
@@ -323,8 +328,8 @@ def test_jpeg_draft_decodes_large_photos_at_reduced_scale_and_keys_them_apart(re
 
 
 def test_random_weights_are_the_same_in_every_fit(digits):
-    a = DeepFeatureExtractor("lenet5").fit()
-    b = DeepFeatureExtractor("lenet5").fit()
+    a = DeepFeatureExtractor("lenet5", weights="random").fit()
+    b = DeepFeatureExtractor("lenet5", weights="random").fit()
     assert a.model_fingerprint_ == b.model_fingerprint_
     np.testing.assert_array_equal(a.transform(digits), b.transform(digits))
 
@@ -357,11 +362,11 @@ class _MustNotRun(nn.Module):
 
 
 def test_store_answers_a_repeated_call_without_running_the_network(tmp_path, digits):
-    first = DeepFeatureExtractor("lenet5", store=tmp_path / "store").fit().extract(digits)
+    first = DeepFeatureExtractor("lenet5", "random", store=tmp_path / "store").fit().extract(digits)
     assert (first.n_computed, first.n_reused) == (6, 0)
     np.testing.assert_array_equal(first.features,
-                                  DeepFeatureExtractor("lenet5").fit().transform(digits))
-    ext = DeepFeatureExtractor("lenet5", store=tmp_path / "store").fit()
+                                  DeepFeatureExtractor("lenet5", "random").fit().transform(digits))
+    ext = DeepFeatureExtractor("lenet5", "random", store=tmp_path / "store").fit()
     ext.runner_.module = _MustNotRun()
     again = ext.extract(digits)
     assert (again.n_computed, again.n_reused) == (0, 6)
@@ -400,17 +405,31 @@ def test_resnet18_named_layers_shapes_and_values(resnet, rgb_images, pooling):
 
 
 @pytest.mark.parametrize("pooling", ["avg", "max", "flatten"])
-def test_lenet5_named_layers_shapes(digits, pooling):
+def test_lenet5_named_layers_shapes_and_values(lenet, digits, pooling):
+    module, path = lenet
+    maps = {}
+    hooks = [module.get_submodule(name).register_forward_hook(
+        lambda _m, _i, out, name=name: maps.__setitem__(name, out.numpy())) for name in
+        ("c3", "c5")]
+    try:
+        with torch.no_grad():
+            module(LENET_PRE(torch.from_numpy(digits)))
+    finally:
+        for hook in hooks:
+            hook.remove()
     for layer, (c, h, w) in {"c3": (16, 10, 10), "c5": (120, 1, 1)}.items():
-        ext = DeepFeatureExtractor("lenet5", layer=layer, pooling=pooling).fit()
+        ext = DeepFeatureExtractor("lenet5", weights=path, layer=layer, pooling=pooling).fit()
         features = ext.transform(digits)
-        assert features.shape == (6, c * h * w if pooling == "flatten" else c)
-        assert ext.n_features_out_ == features.shape[1]
+        assert maps[layer].shape == (6, c, h, w)
+        expected = {"avg": maps[layer].mean(axis=(2, 3)), "max": maps[layer].max(axis=(2, 3)),
+                    "flatten": maps[layer].reshape(6, -1)}[pooling]
+        assert_close(features, expected)
+        assert ext.n_features_out_ == expected.shape[1]
 
 
 def test_unknown_layer_error_lists_valid_names():
     with pytest.raises(ValueError, match=r"layer='c4' is not a node of LeNet5.*Valid names:.*c5"):
-        DeepFeatureExtractor("lenet5", layer="c4").fit()
+        DeepFeatureExtractor("lenet5", "random", layer="c4").fit()
 
 
 def test_unknown_pooling_and_bad_arguments_are_named():
@@ -428,7 +447,7 @@ def test_unknown_pooling_and_bad_arguments_are_named():
         DeepFeatureExtractor("lenet5", batch_size="big").fit()
     with pytest.raises(ValueError, match=r"The 'on_error' parameter of DeepFeatureExtractor "
                        r"must be a str among \{'.*'\}. Got 'ignore' instead."):
-        DeepFeatureExtractor("lenet5", on_error="ignore").fit()
+        DeepFeatureExtractor("lenet5", "random", on_error="ignore").fit()
     with pytest.raises(ValueError, match="The 'preprocess' parameter of DeepFeatureExtractor "
                        "must be .*Got 'imagenet' instead"):
         DeepFeatureExtractor("lenet5", preprocess="imagenet").fit()
@@ -452,7 +471,7 @@ def test_bad_models_say_what_to_pass(tmp_path, lenet):
 
 
 def test_not_fitted_and_fit_returns_self_and_transform_keeps_state(digits):
-    ext = DeepFeatureExtractor("lenet5")
+    ext = DeepFeatureExtractor("lenet5", weights="random")
     with pytest.raises(NotFittedError):
         ext.transform(digits)
     assert ext.fit(digits) is ext
@@ -464,7 +483,7 @@ def test_not_fitted_and_fit_returns_self_and_transform_keeps_state(digits):
 
 def test_n_features_in_only_for_flattened_images(digits):
     flat = digits.reshape(6, 784)
-    ext = DeepFeatureExtractor("lenet5").fit(flat)
+    ext = DeepFeatureExtractor("lenet5", weights="random").fit(flat)
     assert ext.n_features_in_ == 784
     assert_close(ext.transform(flat), ext.transform(digits), tol=1e-6)
     with pytest.raises(ValueError, match="X has 900 features, but DeepFeatureExtractor is "
@@ -478,8 +497,9 @@ def test_clone_and_params(lenet, digits):
     copy_ = clone(ext)
     assert copy_.get_params() == ext.get_params()
     copy_.set_params(layer="c3", pooling="max")
-    assert copy_.fit().transform(digits).shape == (6, 16)
-    assert ext.layer == "c5"
+    direct = DeepFeatureExtractor("lenet5", weights=lenet[1], layer="c3", pooling="max").fit()
+    np.testing.assert_array_equal(copy_.fit().transform(digits), direct.transform(digits))
+    assert copy_.n_features_out_ == 16 and ext.layer == "c5"
     with pytest.raises(NotFittedError):
         clone(ext.fit()).transform(digits)
 
@@ -516,7 +536,8 @@ def test_skipped_files_warn_and_dataframe_index_aligns(tmp_path, digits):
     paths = _write_pngs(tmp_path, digits)
     Path(paths[2]).write_bytes(b"not a png at all")
     series = pd.Series(paths, index=[f"img{i}" for i in range(6)])
-    ext = DeepFeatureExtractor("lenet5", on_error="skip").fit().set_output(transform="pandas")
+    ext = DeepFeatureExtractor("lenet5", "random", on_error="skip").fit()
+    ext.set_output(transform="pandas")
     with pytest.warns(SkippedImagesWarning, match=r"1 of 6 images could not be read"):
         frame = ext.transform(series)
     assert frame.index.tolist() == ["img0", "img1", "img3", "img4", "img5"]
@@ -525,16 +546,16 @@ def test_skipped_files_warn_and_dataframe_index_aligns(tmp_path, digits):
     assert result.indices.tolist() == [0, 1, 3, 4, 5]
     assert [e.index for e in result.errors] == [2] and result.errors[0].source == paths[2]
     assert result.n_computed == 5 and result.n_reused == 0
-    expected = DeepFeatureExtractor("lenet5").fit().transform(digits[[0, 1, 3, 4, 5]])
+    expected = DeepFeatureExtractor("lenet5", "random").fit().transform(digits[[0, 1, 3, 4, 5]])
     assert_close(result.features, expected, tol=1e-6)
     with pytest.raises(ImageDecodeError, match=re.escape(paths[2])):
-        DeepFeatureExtractor("lenet5").fit().transform(paths)
+        DeepFeatureExtractor("lenet5", weights="random").fit().transform(paths)
 
 
 def test_all_files_unreadable_gives_empty_rows(tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"junk")
-    ext = DeepFeatureExtractor("lenet5", on_error="skip").fit()
+    ext = DeepFeatureExtractor("lenet5", "random", on_error="skip").fit()
     with pytest.warns(SkippedImagesWarning, match="1 of 1"):
         assert ext.transform([str(bad)]).shape == (0, 84)
 
@@ -545,32 +566,37 @@ def test_cache_config_names_what_decides_the_vectors(lenet, digits):
     cfg = ext.cache_config_()
     assert cfg["layer"] == "penultimate" and cfg["pooling"] == "avg"
     assert cfg["precision"] == "fp32" and cfg["preprocess"] == LENET_PRE.to_dict()
-    assert ext.cache_config_(torch.zeros(2, 1, 28, 28))["preprocess"] is None  # model-ready
+    assert ext.cache_config_(torch.zeros(2, 1, 28, 28))["preprocess"] == LENET_PRE.to_dict()
+    none = DeepFeatureExtractor("lenet5", weights=path, preprocess=None).fit()
+    assert none.cache_config_()["preprocess"] == {"cast": "float32"}  # model-ready input
     digest_json(cfg)  # JSON-able
-    retrained = DeepFeatureExtractor("lenet5").fit()  # other weights
+    retrained = DeepFeatureExtractor("lenet5", weights="random").fit()  # other weights
     assert retrained.cache_config_()["model"] != cfg["model"]
     layered = DeepFeatureExtractor("lenet5", weights=path, layer="c5").fit()
     assert layered.cache_config_()["layer"] == "c5"
 
 
 def test_progress_bar_reports_images_per_second(capsys, digits):
-    DeepFeatureExtractor("lenet5", progress=True).fit().transform(digits)
+    DeepFeatureExtractor("lenet5", "random", progress=True).fit().transform(digits)
     err = capsys.readouterr().err
     assert "img/s" in err and "6/6" in err
-    DeepFeatureExtractor("lenet5").fit().transform(digits)
+    DeepFeatureExtractor("lenet5", weights="random").fit().transform(digits)
     assert capsys.readouterr().err == ""
 
 
 def test_fit_with_unknown_input_size_probes_the_images():
     net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
                         nn.Linear(16, 3))
-    images = np.zeros((3, 9, 9), np.uint8)
+    images = np.random.default_rng(5).integers(0, 256, (3, 9, 9), dtype=np.uint8)
+    with torch.no_grad():  # ReLU maps of the [0, 1]-scaled images: (3, 4, 7, 7)
+        relu = net[1](net[0](torch.from_numpy(images[:, None]).float() / 255)).numpy()
     assert DeepFeatureExtractor(net).fit().n_features_out_ == 16  # the head's input
     ext = DeepFeatureExtractor(net, layer="1", pooling="flatten").fit(images)
     assert ext.n_features_out_ == 4 * 7 * 7
-    assert ext.transform(images).shape == (3, 196)
+    assert_close(ext.transform(images), relu.reshape(3, 196))
     unsized = DeepFeatureExtractor(net, layer="1").fit()
-    assert unsized.n_features_out_ is None and unsized.transform(images).shape == (3, 4)
+    assert unsized.n_features_out_ is None
+    assert_close(unsized.transform(images), relu.mean(axis=(2, 3)))
     with pytest.raises(ValueError, match="feature length is unknown"):
         unsized.get_feature_names_out()
 
@@ -587,7 +613,8 @@ def mnist_split():
 
 def test_pipeline_with_svm_fits_and_scores_on_mnist(mnist_split):
     X_train, y_train, X_test, y_test = mnist_split
-    pipe = make_pipeline(DeepFeatureExtractor("lenet5"), StandardScaler(), LinearSVC(C=0.1))
+    pipe = make_pipeline(DeepFeatureExtractor("lenet5", "random"), StandardScaler(),
+                         LinearSVC(C=0.1))
     score = pipe.fit(X_train, y_train).score(X_test, y_test)
     assert score > 0.85  # random LeNet-5 features are already good digit features
 
@@ -643,7 +670,7 @@ def strict_fp32_cuda():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("kind", ["uint8_nchw", "uint8_nhwc", "float_model_ready", "paths"])
+@pytest.mark.parametrize("kind", ["uint8_nchw", "uint8_nhwc", "float_unit_nchw", "paths"])
 def test_cuda_fp32_features_equal_cpu_reference(kind, resnet, rgb_images, tmp_path,
                                                 strict_fp32_cuda):
     module, path = resnet
@@ -674,7 +701,7 @@ def test_cuda_auto_precision_is_bf16_and_close(resnet, rgb_images):
 def test_cache_key_of_the_default_lenet5_is_pinned():
     # Any change to fingerprints, configurations or their hashing silently orphans every
     # stored vector: it must be a deliberate change of this number (and said in the notes).
-    ext = DeepFeatureExtractor("lenet5").fit()
+    ext = DeepFeatureExtractor("lenet5", weights="random").fit()
     assert ext.model_fingerprint_ == "b92663fd3918a7db93bff158b0131c71"
     assert FeatureStore.config_key(ext.cache_config_()) == "03323cd2e7588785f4f754820775a81e"
 

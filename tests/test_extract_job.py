@@ -7,6 +7,7 @@ saves. Jobs that must be killed or run side by side are real ``featclf`` subproc
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import shutil
@@ -189,6 +190,43 @@ def test_unreadable_images_go_to_the_error_manifest_or_fail_the_job(tmp_path, jo
     assert "3_truncated.png" in capsys.readouterr().err
 
 
+def test_raise_keeps_every_batch_computed_before_the_failing_one(tmp_path, job):
+    paths = [str(p) for p in copy_images(tmp_path / "images", job, 16).glob("*.png")]
+    paths.sort()
+    broken = Path(paths[9])  # in the third batch of four
+    broken.write_bytes(broken.read_bytes()[:60])
+    store = FeatureStore(tmp_path / "store", shard_rows=4)
+    ext = DeepFeatureExtractor("lenet5", weights=str(job["weights"]), batch_size=4,
+                               store=store).fit()
+    with pytest.raises(ValueError, match=re.escape(str(broken)) + ".*truncated"):
+        ext.extract(paths)
+    # Batches 0 and 1 were computed before batch 2 failed: all eight vectors are kept.
+    got = stored_vectors(tmp_path / "store", job)
+    assert sorted(got) == paths[:8]
+    expected = dict(zip(job["paths"], job["vectors"]))
+    np.testing.assert_allclose(np.stack([got[p] for p in paths[:8]]),
+                               np.stack([expected[str(job["images"] / Path(p).name)]
+                                         for p in paths[:8]]), rtol=1e-5, atol=1e-6)
+
+
+def test_undecodable_file_name_is_listed_in_the_error_manifest_by_the_cli(tmp_path, job,
+                                                                          capsys):
+    images = copy_images(tmp_path / "images", job, 6)
+    bad = os.path.join(os.fsencode(images), b"bad\xff.png")  # not valid UTF-8
+    with open(bad, "wb") as fh:
+        fh.write(b"not an image")
+    store = tmp_path / "store"
+    assert main(extract_args(job, store, images, "--on-error", "skip", "--labels", "none")) == 0
+    out = capsys.readouterr().out
+    assert summary_counts(out) == {"computed": 6, "reused": 0, "skipped": 1}
+    assert f"(listed in {store / 'errors.csv'})" in out
+    with open(store / "errors.csv", newline="", encoding="utf-8") as fh:
+        manifest = list(csv.reader(fh))
+    assert manifest == [["path", "reason"], [f"{images}{os.sep}bad\\xff.png",
+                                             "not an image file, or a format Pillow cannot read"]]
+    assert FeatureStore(store).info()[0].vectors == 6
+
+
 def test_flipped_bytes_fail_verify_and_are_never_returned(tmp_path, job, capsys):
     store = tmp_path / "store"
     paths = job["paths"][:96]
@@ -252,8 +290,7 @@ def test_jpeg_draft_and_auto_batch_options_of_the_cli(tmp_path, job, capsys):
     assert main(extract_args(job, store, images, "--batch-size", "7")) == 0
     assert summary_counts(capsys.readouterr().out)["computed"] == 20
     assert len(FeatureStore(store).configs()) == 2
-    with pytest.raises(SystemExit):
-        main(extract_args(job, store, images, "--batch-size", "big"))
+    assert main(extract_args(job, store, images, "--batch-size", "big")) == 2  # usage error
     assert "must be an integer or 'auto'" in capsys.readouterr().err
 
 
@@ -278,4 +315,4 @@ def test_store_commands_info_export_and_prune_config(tmp_path, job, capsys):
     assert main(["store", "export", str(store), str(tmp_path / "f.npz")]) == 2  # which config?
     assert main(["store", "prune", str(store), "--config", key]) == 0
     assert FeatureStore(store).configs() != [] and key not in FeatureStore(store).configs()
-    assert main(["store", "info", str(tmp_path / "nothing")]) == 2
+    assert main(["store", "info", str(tmp_path / "nothing")]) == 1  # a runtime failure

@@ -3,7 +3,14 @@ load_network gives one network, with one fingerprint, however it is given."""
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +26,9 @@ from featclf.data.transforms import (
     ImagePreprocess,
 )
 from featclf.models import (
+    CheckpointError,
     LeNet5,
+    MissingWeightsError,
     Network,
     WeightsError,
     WeightsSource,
@@ -46,7 +55,7 @@ def test_registry_lists_featclf_models_and_torchvision_on_request():
 def test_every_zoo_model_round_trips_weights(name, tmp_path):
     spec = get_model_spec(name)
     torch.manual_seed(0)
-    model = get_model(name, num_classes=7)
+    model = get_model(name, weights="random", num_classes=7)
     size = 28 if spec.preprocess.channels == 1 else 64
     x = torch.randn(2, spec.preprocess.channels, size, size)
     with torch.inference_mode():
@@ -102,19 +111,20 @@ def test_unknown_model_suggests_names():
         get_model("lenet")
 
 
-def test_offline_torchvision_weights_name_explains_local_files(monkeypatch, tmp_path):
-    # Point torch's cache to an empty folder and cut the network: the download must fail clearly.
-    import urllib.request
-
+def test_failed_download_of_torchvision_weights_says_where_to_put_the_file(monkeypatch,
+                                                                           tmp_path):
+    # Online, but every HTTPS connection goes to a closed local port: a real failed download.
+    monkeypatch.delenv("FEATCLF_OFFLINE")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-
-    def no_network(*args, **kwargs):
-        raise urllib.error.URLError("network is unreachable")
-
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
-    monkeypatch.setattr(torch.hub, "urlopen", no_network)
-    with pytest.raises(WeightsError, match="pass its path instead"):
+    for var in ("https_proxy", "HTTPS_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    for var in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    with pytest.raises(MissingWeightsError, match=f"downloading it failed .*put it in "
+                       f"{cached.parent} \\(as {cached}\\), or pass weights='FILE'"):
         get_model("resnet18", weights="IMAGENET1K_V1")
+    assert not cached.exists()  # no partial download under the final name
 
 
 def test_torchvision_weights_bring_their_own_evaluation_recipe():
@@ -141,21 +151,21 @@ def _cache_torchvision_weights(monkeypatch, tmp_path, member, state):
 def test_torchvision_weights_are_loaded_and_bring_their_recipe(monkeypatch, tmp_path):
     from torchvision.models import ResNet18_Weights, ResNet50_Weights
 
-    state = load_network("resnet18", seed=5).module.state_dict()
+    state = load_network("resnet18", "random", seed=5).module.state_dict()
     _cache_torchvision_weights(monkeypatch, tmp_path, ResNet18_Weights.IMAGENET1K_V1, state)
     for weights in ("DEFAULT", "IMAGENET1K_V1", ResNet18_Weights.IMAGENET1K_V1):
         net = load_network("resnet18", weights)
-        assert net.weights == WeightsSource("torchvision",
+        assert net.weights == WeightsSource("pretrained",
                                             "torchvision ResNet18_Weights.IMAGENET1K_V1")
         assert torch.equal(net.module.conv1.weight, state["conv1.weight"])
         assert net.preprocess == ImagePreprocess(224, 3, IMAGENET_MEAN, IMAGENET_STD, resize=256)
-        assert net.fingerprint == load_network("resnet18", seed=5).fingerprint
+        assert net.fingerprint == load_network("resnet18", "random", seed=5).fingerprint
     with pytest.raises(WeightsError, match="torchvision weights of another architecture"):
         load_network("resnet18", ResNet50_Weights.IMAGENET1K_V1)
     with pytest.raises(WeightsError, match="choose one of: DEFAULT, IMAGENET1K_V1"):
         load_network("resnet18", "IMAGENET1K_V2")
     with pytest.raises(WeightsError, match="only with a model name"):
-        load_network(load_network("resnet18").module, "DEFAULT")
+        load_network(load_network("resnet18", "random").module, "DEFAULT")
     with pytest.raises(WeightsError, match="'lenet5' has no torchvision weights"):
         load_network("lenet5", "DEFAULT")
 
@@ -166,7 +176,7 @@ def test_extractor_with_cached_torchvision_weights_uses_their_recipe(monkeypatch
 
     from featclf import DeepFeatureExtractor
 
-    state = load_network("resnet50", seed=5).module.state_dict()
+    state = load_network("resnet50", "random", seed=5).module.state_dict()
     _cache_torchvision_weights(monkeypatch, tmp_path, ResNet50_Weights.IMAGENET1K_V2, state)
     net = load_network("resnet50", weights="DEFAULT")  # IMAGENET1K_V2: resize 232, crop 224
     assert (net.preprocess.resize, net.preprocess.output_size) == (232, (224, 224))
@@ -176,8 +186,8 @@ def test_extractor_with_cached_torchvision_weights_uses_their_recipe(monkeypatch
     assert ext.network_.fingerprint == net.fingerprint
     assert ext.transform(np.zeros((1, 250, 300, 3), np.uint8)).shape == (1, 2048)
     # Random weights take the architecture's original recipe (IMAGENET1K_V1: 256, then 224).
-    assert load_network("resnet50").preprocess.resize == 256
-    assert DeepFeatureExtractor("resnet50").fit().preprocess_.resize == 256
+    assert load_network("resnet50", "random").preprocess.resize == 256
+    assert DeepFeatureExtractor("resnet50", weights="random").fit().preprocess_.resize == 256
 
 
 def test_checkpoint_metadata_survives(tmp_path):
@@ -194,12 +204,13 @@ def test_checkpoint_metadata_survives(tmp_path):
 
 def _entry_points(name: str, tmp_path: Path) -> dict[str, Network]:
     """The same network (random weights, seed 0) through every way of giving it."""
-    base = load_network(name)
+    base = load_network(name, "random")
     state = base.module.state_dict()
     checkpoint, bare = tmp_path / f"{name}.pt", tmp_path / f"{name}-bare.safetensors"
     save_checkpoint(checkpoint, state, {"model": name})
     save_checkpoint(bare, state)
-    other = load_network(name, seed=99).module  # same class, other weights: they get replaced
+    # same class, other weights: they get replaced
+    other = load_network(name, "random", seed=99).module
     return {
         "name": base,
         "checkpoint file": load_network(checkpoint),
@@ -210,7 +221,8 @@ def _entry_points(name: str, tmp_path: Path) -> dict[str, Network]:
         "module": load_network(base.module),
         "module + weights": load_network(other, weights=checkpoint),
         "Network": load_network(base),
-        "Network + state dict": load_network(load_network(name, seed=99), weights=state),
+        "Network + state dict": load_network(load_network(name, "random", seed=99),
+                                             weights=state),
     }
 
 
@@ -354,7 +366,7 @@ def test_weights_source_describes_each_kind(tmp_path):
         "random weights (global RNG)"
     state = get_model("lenet5").state_dict()
     from_dict = load_network("lenet5", weights=state).weights
-    assert from_dict.kind == "state_dict"
+    assert from_dict.kind == "module"
     assert from_dict.description.startswith("the given state dict (xxh3 ")
     path = tmp_path / "w.pt"
     save_checkpoint(path, state, {"model": "lenet5"})
@@ -364,9 +376,10 @@ def test_weights_source_describes_each_kind(tmp_path):
     assert load_network(LeNet5()).weights == WeightsSource("module",
                                                            "the given LeNet5's own weights")
     trained = WeightsSource("trained", "trained by SoftmaxClassifier")
-    assert trained.to_dict() == {"kind": "trained", "description": "trained by SoftmaxClassifier"}
-    with pytest.raises(ValueError, match="kind='pretrained' is not one of"):
-        WeightsSource("pretrained", "?")
+    assert trained.to_dict() == {"kind": "trained", "description": "trained by SoftmaxClassifier",
+                                 "explicit": False}
+    with pytest.raises(ValueError, match="kind='torchvision' is not one of"):
+        WeightsSource("torchvision", "?")
 
 
 def test_network_pickles_with_its_fingerprint():
@@ -428,3 +441,239 @@ def test_random_torchvision_weights_get_the_first_published_recipe(name, resize,
     assert network.weights.kind == "random"
     pre = network.preprocess
     assert (pre.resize, pre.output_size, pre.interpolation) == (resize, size, interpolation)
+
+
+# ---------------------------------------------------------------- weights never random by surprise
+
+
+def test_torchvision_default_is_pretrained_and_offline_names_the_file(monkeypatch, tmp_path):
+    from torchvision.models import ResNet18_Weights
+
+    from featclf.errors import cli_messages
+    from featclf.models.weights import torchvision_preprocess
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("FEATCLF_OFFLINE", "1")
+    member = ResNet18_Weights.DEFAULT
+    cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    with pytest.raises(MissingWeightsError) as err:
+        load_network("resnet18")
+    message = str(err.value)
+    for part in (str(cached), f"put it in {cached.parent} ", member.url, "FEATCLF_OFFLINE=1",
+                 "weights='FILE'", "weights='random'"):
+        assert part in message, part
+    with cli_messages(), pytest.raises(MissingWeightsError, match="--weights FILE .*"
+                                       "--weights random"):
+        load_network("resnet18")
+    assert not cached.exists()
+    # The file in torch's cache is used offline; torch.hub checks its hash only on download.
+    state = load_network("resnet18", "random", seed=3).module.state_dict()
+    cached.parent.mkdir(parents=True)
+    torch.save(state, cached)
+    for net in (load_network("resnet18"), load_network("resnet18", num_classes=1000)):
+        assert net.weights == WeightsSource("pretrained",
+                                            "torchvision ResNet18_Weights.IMAGENET1K_V1")
+        assert all(torch.equal(v, state[k]) for k, v in net.module.state_dict().items())
+        assert net.preprocess == torchvision_preprocess("resnet18", member)
+    assert torch.equal(get_model("resnet18").fc.weight, state["fc.weight"])
+
+
+def test_random_weights_say_whether_they_were_asked_for():
+    asked = load_network("resnet18", "random").weights
+    assert asked == WeightsSource("random", "random weights (seed 0)", explicit=True)
+    assert load_network("lenet5").weights.explicit is False  # seed networks start random
+    assert load_network("lenet5", "random").weights.explicit is True
+    assert load_network(load_network("lenet5"), "random").weights.explicit is True
+
+
+def _damaged(kind: str, tmp_path: Path) -> Path:
+    """A real file of each kind of damage, next to a good checkpoint of lenet5."""
+    state = get_model("lenet5").state_dict()
+    good = {"model": "lenet5", "preprocess": get_model_spec("lenet5").preprocess.to_dict()}
+    pt, st = tmp_path / "good.pt", tmp_path / "good.safetensors"
+    save_checkpoint(pt, state, good)
+    save_checkpoint(st, state, good)
+    path = tmp_path / f"{kind}.safetensors" if "safetensors" in kind else tmp_path / f"{kind}.pt"
+    payload = {"format": "featclf-checkpoint", "metadata": json.dumps(good), "state_dict": state}
+    if kind == "truncated":
+        path.write_bytes(pt.read_bytes()[: pt.stat().st_size // 2])
+    elif kind == "truncated safetensors":
+        path.write_bytes(st.read_bytes()[: st.stat().st_size // 2])
+    elif kind == "garbage":
+        path.write_bytes(b"not a checkpoint at all " * 40)
+    elif kind == "no metadata key":
+        torch.save({k: v for k, v in payload.items() if k != "metadata"}, path)
+    elif kind == "bad metadata json":
+        torch.save({**payload, "metadata": '{"model": "lenet5", '}, path)
+    elif kind == "bad metadata json safetensors":
+        from safetensors.torch import save_file
+
+        save_file(dict(state), str(path), metadata={"featclf": "{oops"})
+    elif kind == "metadata not an object":
+        torch.save({**payload, "metadata": "[1, 2]"}, path)
+    elif kind == "preprocess without channels":
+        pre = {k: v for k, v in good["preprocess"].items() if k != "channels"}
+        torch.save({**payload, "metadata": json.dumps({**good, "preprocess": pre})}, path)
+    elif kind == "model not a string":
+        torch.save({**payload, "metadata": json.dumps({**good, "model": 5})}, path)
+    elif kind == "tensors of another architecture":
+        torch.save(get_model("seed_cnn").state_dict(), path)
+    elif kind == "not tensors":
+        torch.save({"c1.0.weight": [1, 2, 3]}, path)
+    return path
+
+
+@pytest.mark.parametrize("kind, says", [
+    ("truncated", "not a readable PyTorch checkpoint"),
+    ("truncated safetensors", "not a readable safetensors file"),
+    ("garbage", "not a PyTorch checkpoint"),
+    ("no metadata key", "featclf checkpoint without its 'metadata' entry"),
+    ("bad metadata json", "metadata is not valid JSON"),
+    ("bad metadata json safetensors", "metadata is not valid JSON"),
+    ("metadata not an object", "metadata is a JSON list, not an object"),
+    ("preprocess without channels", "'preprocess' lacks the field 'channels'"),
+    ("model not a string", "field 'model' is int 5, not str"),
+    ("tensors of another architecture", "missing keys: .*c1.0.weight"),
+    ("not tensors", "entry 'c1.0.weight' is a list"),
+])
+def test_damaged_checkpoints_name_the_file_and_what_is_wrong(kind, says, tmp_path):
+    path = _damaged(kind, tmp_path)
+    loads = [lambda: load_network("lenet5", weights=path)]
+    if kind != "tensors of another architecture":  # as model=, a bare file names no model
+        loads.append(lambda: load_network(path))
+    for load in loads:
+        with pytest.raises(CheckpointError) as err:
+            load()
+        assert str(path) in str(err.value)
+        assert re.search(says, str(err.value)), str(err.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.bool])
+def test_weight_files_of_a_non_float_dtype_are_refused(dtype, tmp_path):
+    state = get_model("lenet5").state_dict()
+    path = tmp_path / "ints.pt"
+    torch.save({k: v.to(dtype) for k, v in state.items()}, path)
+    name = str(dtype).removeprefix("torch.")
+    with pytest.raises(CheckpointError, match=f"{re.escape(str(path))}: tensor 'c1.0.weight' "
+                       f"is {name}, but LeNet5 needs floating-point weights"):
+        load_network("lenet5", weights=path)
+    half = tmp_path / "half.pt"  # other floating dtypes are weights, cast as usual
+    torch.save({k: v.half() for k, v in state.items()}, half)
+    loaded = load_network("lenet5", weights=half).module.c1[0].weight
+    assert torch.equal(loaded, state["c1.0.weight"].half().float())
+
+
+_SAVER = """
+import sys, torch
+from featclf.models.weights import save_checkpoint
+path = sys.argv[1]
+for k in range(1, 1000):
+    state = {"w": torch.full((4_000_000,), float(k))}
+    print("saving", k, flush=True)
+    save_checkpoint(path, state, {"model": "big", "k": k})
+    print("saved", k, flush=True)
+"""
+
+
+def _written_temps(folder: Path) -> list[Path]:
+    found = []
+    for tmp in folder.glob(".ck.pt.*.tmp"):
+        try:
+            if tmp.stat().st_size > 0:
+                found.append(tmp)
+        except FileNotFoundError:  # renamed into place meanwhile
+            pass
+    return found
+
+
+@pytest.mark.slow  # the saver process imports torch
+def test_kill_during_checkpoint_save_leaves_the_old_checkpoint(tmp_path):
+    path = tmp_path / "ck.pt"
+    save_checkpoint(path, {"w": torch.zeros(4_000_000)}, {"model": "big", "k": 0})
+    size = path.stat().st_size
+    proc = subprocess.Popen([sys.executable, "-c", _SAVER, str(path)], stdout=subprocess.PIPE,
+                            text=True)
+    temps: list[Path] = []
+    try:
+        assert proc.stdout.readline().split() == ["saving", "1"]
+        deadline = time.monotonic() + 30
+        # Mid-write: the temporary file has bytes (or, were the save not atomic, the file
+        # changed).
+        while not temps and path.stat().st_size == size and time.monotonic() < deadline:
+            temps = _written_temps(tmp_path)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    saved = [int(line.split()[1]) for line in proc.stdout.read().splitlines()
+             if line.startswith("saved")]
+    ck = read_checkpoint(path)  # whole, not partial: the last completed save
+    k = saved[-1] if saved else 0
+    assert ck.metadata["k"] == k and torch.equal(ck.state_dict["w"], torch.full((4_000_000,),
+                                                                               float(k)))
+    assert temps, "killed before the save wrote its temporary file"
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == ["ck.pt"]
+    leftovers = list(tmp_path.glob(".ck.pt.*.tmp"))
+    if leftovers:  # the killed writer's temporary file: the next save removes it
+        save_checkpoint(path, {"w": torch.ones(3)}, {"model": "big"})
+        assert not any(p.exists() for p in leftovers)
+
+
+def test_models_layers_lists_the_graph_nodes(capsys):
+    import torchvision
+    from torchvision.models.feature_extraction import get_graph_node_names
+
+    from featclf.cli import main
+    from featclf.models import feature_model
+
+    assert main(["models", "--layers", "resnet18"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "penultimate  (the input of fc, 512 features; the default)"
+    assert lines[1:] == get_graph_node_names(torchvision.models.resnet18().eval())[1]
+    module = load_network("resnet18", "random").module
+    out = feature_model(module, layer=lines[-5], head=None)(torch.zeros(1, 3, 64, 64))
+    assert out.shape == (1, 512)  # layer4.1.add: a listed name works as layer=
+    assert main(["models", "--layers", "resnt18"]) == 1
+    assert "unknown model 'resnt18'. Did you mean 'resnet18'" in capsys.readouterr().err
+
+
+def test_models_command_module_does_not_import_torch():
+    code = "import sys, featclf.cli.models_cmd; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("name", ["densenet121", "googlenet"])
+def test_pretrained_files_in_torchvisions_own_layout_load(name, monkeypatch, tmp_path):
+    # densenet files keep pre-1.0 key names ('norm.1'); googlenet's carry its auxiliary
+    # classifiers: torchvision's builders adapt both, and so must featclf.
+    import torchvision
+
+    from featclf.models.weights import torchvision_cache_file
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    extra = {"aux_logits": True, "init_weights": False} if name == "googlenet" else {}
+    built = torchvision.models.get_model(name, **extra).state_dict()
+
+    def published_name(key):  # the file's name of a key of featclf's network
+        return re.sub(r"(denselayer\d+\.(norm|relu|conv))([12])", r"\1.\3", key)
+
+    if name == "densenet121":  # written before BatchNorm counted batches
+        published = {published_name(k): v for k, v in built.items()
+                     if not k.endswith("num_batches_tracked")}
+        assert "features.denseblock1.denselayer1.norm.1.weight" in published
+    else:
+        published = built
+        assert any(k.startswith("aux1.") for k in published)
+    cached = torchvision_cache_file(name, "DEFAULT")
+    cached.parent.mkdir(parents=True)
+    torch.save(published, cached)
+    net = load_network(name)
+    assert net.weights.kind == "pretrained"
+    loaded = {k: v for k, v in net.module.state_dict().items()
+              if not k.endswith("num_batches_tracked")}
+    assert all(torch.equal(v, published[published_name(k)]) for k, v in loaded.items())
+    assert len(loaded) == len([k for k in published if not k.startswith(("aux1.", "aux2."))
+                               and not k.endswith("num_batches_tracked")])
+    assert getattr(net.module, "transform_input", True) is True

@@ -12,8 +12,9 @@ import pytest
 from PIL import Image
 
 from featclf.comparison import Comparison, ResultKey
+from featclf.errors import cli_messages
 from featclf.pipelines import c_grid
-from featclf.report import SUMMARY_COLUMNS, summary_table, verdict, write_report
+from featclf.report import SUMMARY_COLUMNS, setup_summary, summary_table, verdict, write_report
 
 CLASSES = list(range(10))
 N_TEST = 200
@@ -356,3 +357,47 @@ def test_several_layers_of_one_model_get_one_section_and_one_panel_each(tmp_path
     assert "RBF SVM" not in text.split("## Results")[1].split("## Plots")[0]  # None: unselected
     paragraph = text.split("\n\n")[1]
     assert "resnet18's layer3 features" in paragraph and "resnet18's layer4 features" in paragraph
+
+
+def _run_with_setup(**extra) -> Comparison:
+    results = pd.DataFrame({"dataset": "photos", "model": "resnet18", "layer": "penultimate",
+                            "classifier": ["softmax", "logistic"], "C": [None, 1.0],
+                            "selected": True, "accuracy": [0.5, 0.6]})  # fmt: skip
+    setup = {"dataset": "photos",
+             "split": "the folder's own train/ and test/ subfolders: 8 train / 4 test",
+             "classes": "cat 4 train / 2 test; dog 4 train / 2 test (2 classes)",
+             "weights": {"resnet18": "random weights (seed 0), frozen"}}  # fmt: skip
+    return Comparison(results, classes=np.array(["cat", "dog"]), setup=setup, **extra)
+
+
+def test_report_says_weights_split_and_classes_in_words(tmp_path):
+    text = write_report(_run_with_setup(), tmp_path)["report.md"].read_text(encoding="utf-8")
+    setup = text.split("## Setup")[1].split("## Results")[0]
+    assert "- weights: resnet18: random weights (seed 0), frozen" in setup
+    assert "- split: the folder's own train/ and test/ subfolders: 8 train / 4 test" in setup
+    assert "- classes: cat 4 train / 2 test; dog 4 train / 2 test (2 classes)" in setup
+    assert "classes (2)" not in setup  # the counts replace the bare class list
+
+
+def test_setup_summary_lists_weights_split_classes_and_each_skipped_file():
+    comparison = _run_with_setup(skipped=(("/p/a.jpg", "truncated"), ("/p/b.png", "empty")))
+    assert setup_summary(comparison) == [
+        "weights: resnet18: random weights (seed 0), frozen",
+        "split: the folder's own train/ and test/ subfolders: 8 train / 4 test",
+        "classes: cat 4 train / 2 test; dog 4 train / 2 test (2 classes)",
+        "skipped: 2 unreadable image files left out:",
+        "  /p/a.jpg (truncated)",
+        "  /p/b.png (empty)",
+    ]
+
+
+def test_skipped_files_get_a_section_naming_the_option_as_the_interface_does(tmp_path):
+    comparison = _run_with_setup(skipped=(("/p/a.jpg", "truncated"),))
+    text = write_report(comparison, tmp_path / "py")["report.md"].read_text(encoding="utf-8")
+    assert "## Skipped images" in text and "- /p/a.jpg: truncated" in text
+    assert "(on_error='skip')" in text
+    with cli_messages():
+        text = write_report(comparison, tmp_path / "cli")["report.md"].read_text(encoding="utf-8")
+    assert "(--on-error skip)" in text
+    no_skips = write_report(_run_with_setup(), tmp_path / "none")["report.md"]
+    assert "Skipped images" not in no_skips.read_text(encoding="utf-8")

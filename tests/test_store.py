@@ -221,10 +221,12 @@ def test_raise_on_error_keeps_the_shards_already_written(tmp_path, png_dir):
         cached(store, as_image_source([*paths, str(png_dir / "bad.png")]),
                        config=CONFIG, compute=ProjectionCompute(batch_size=8, on_error="skip"),
                        on_error="raise")
-    assert store.info()[0].vectors == 24  # three full batches went in before the bad one
+    # Every readable image is stored: the three batches before the bad one, and the readable
+    # images of its own batch.
+    assert store.info()[0].vectors == 30
     result = cached(store, as_image_source(paths), config=CONFIG,
                             compute=ProjectionCompute())
-    assert (result.n_reused, result.n_computed) == (24, 6)
+    assert (result.n_reused, result.n_computed) == (30, 0)
 
 
 def test_flipped_bytes_are_named_by_verify_and_never_returned(tmp_path, digits):
@@ -408,27 +410,121 @@ def test_any_sequence_of_writers_gives_every_vector_once_after_prune(tmp_path_fa
     assert (info.vectors, info.duplicates) == (len(written), 0)
 
 
-def test_threads_reading_while_shards_arrive_get_the_right_vectors(tmp_path):
+def test_readers_started_after_the_first_write_see_partial_and_correct_results(tmp_path):
     table = np.arange(400 * 6, dtype=np.float32).reshape(400, 6)
     digests = [f"{i:032x}" for i in range(400)]
     store = FeatureStore(tmp_path / "s", shard_rows=10)
+    store.put(CONFIG, digests[:40], table[:40])  # the first write, before any reader starts
+    steps = 10
+    barrier = threading.Barrier(5)  # the writer and four readers meet after every put
+    seen: list[list[int]] = [[] for _ in range(4)]
     errors: list[str] = []
 
-    def read() -> None:
+    def read(me: int) -> None:
         reader = FeatureStore(tmp_path / "s")
-        for _ in range(30):
+        for _ in range(steps - 1):
+            barrier.wait(30)  # the writer has finished a put; the next one starts now
+            # Read while the next put arrives: reads must be correct whatever they find.
             found, got = reader.get(CONFIG, digests[::-1])
-            if found.any() and not np.array_equal(got, table[::-1][found]):
-                errors.append("wrong vectors")
+            if not np.array_equal(got, table[::-1][found]):
+                errors.append(f"reader {me}: a wrong vector")
+            seen[me].append(int(found.sum()))
 
-    threads = [threading.Thread(target=read) for _ in range(4)]
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
-    for start in range(0, 400, 40):
-        store.put(CONFIG, digests[start:start + 40], table[start:start + 40])
+    for k in range(1, steps):
+        barrier.wait(30)
+        store.put(CONFIG, digests[40 * k:40 * k + 40], table[40 * k:40 * k + 40])
     for t in threads:
         t.join()
-    assert errors == [] and store.get(CONFIG, digests)[0].all()
+    assert errors == []
+    for counts in seen:
+        # After put k, a reader sees at least everything put so far, at most the next put too:
+        # partial results (some but not all vectors), growing as the shards arrive.
+        assert all(40 * k <= c <= 40 * (k + 1) for k, c in enumerate(counts, start=1)), counts
+        assert counts == sorted(counts) and 0 < counts[0] < 400
+    assert store.get(CONFIG, digests)[0].all()
+
+
+# -- writer identities: one process, many writers ---------------------------------------------
+
+
+def _forced_identity(monkeypatch, module: str) -> str:
+    """Make every writer of ``module`` draw one and the same writer id."""
+    import featclf.store._writer
+    import featclf.store.maintenance
+
+    same = f"{host()}-{os.getpid()}-abc123"
+    modules = {"writer": featclf.store._writer, "maintenance": featclf.store.maintenance}
+    monkeypatch.setattr(modules[module], "new_writer_id", lambda: same)
+    return same
+
+
+def test_writers_with_the_same_identity_never_replace_each_others_shards(tmp_path,
+                                                                        monkeypatch):
+    same = _forced_identity(monkeypatch, "writer")
+    table = np.arange(60 * 3, dtype=np.float32).reshape(60, 3)
+    digests = [f"{i:032x}" for i in range(60)]
+    store = FeatureStore(tmp_path / "s", shard_rows=10)
+    with store.writer(CONFIG) as a, store.writer(CONFIG) as b:
+        assert a.writer_id == b.writer_id == same
+        a.add(digests[:20], table[:20])
+        b.add(digests[20:40], table[20:40])  # its first shard has a's first shard's name
+    store.put(CONFIG, digests[40:], table[40:])  # and a third writer, later
+    assert len(shard_files(store)) == 6 and all(same in p.name for p in shard_files(store))
+    found, got = FeatureStore(store.root).get(CONFIG, digests)
+    assert found.all()
+    np.testing.assert_array_equal(got, table)
+    # A compaction drawing that id too (its merged shards take free names only):
+    _forced_identity(monkeypatch, "maintenance")
+    report = FeatureStore(store.root, shard_rows=60).prune(compact=True)
+    assert report.merged == 6 and len(shard_files(store)) == 1
+    found, got = FeatureStore(store.root).get(CONFIG, digests)
+    assert found.all() and store.verify().ok
+    np.testing.assert_array_equal(got, table)
+
+
+def test_many_writers_in_threads_drawing_equal_tokens_keep_every_vector(tmp_path, monkeypatch):
+    import types
+
+    import featclf.store._format
+
+    # The random token source repeats (the 24-bit tokens once did, about every 4,000 draws):
+    # the pid and a serial number must still tell the writers of one process apart.
+    monkeypatch.setattr(featclf.store._format, "secrets",
+                        types.SimpleNamespace(token_hex=lambda n: "0" * (2 * n)))
+    n_threads, puts, rows = 6, 25, 2
+    total = n_threads * puts * rows
+    table = np.arange(total * 3, dtype=np.float32).reshape(total, 3)
+    digests = [f"{i:032x}" for i in range(total)]
+    store = FeatureStore(tmp_path / "s")
+    barrier = threading.Barrier(n_threads)
+    failures: list[BaseException] = []
+
+    def write(me: int) -> None:
+        barrier.wait(30)  # every thread puts at the same time
+        try:
+            for p in range(puts):
+                lo = (me * puts + p) * rows
+                store.put(CONFIG, digests[lo:lo + rows], table[lo:lo + rows])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    writers = {json.loads(p.read_text())["writer"] for p in shard_files(store, ".json")}
+    assert len(writers) == n_threads * puts  # one id per writer, no two alike
+    found, got = FeatureStore(store.root).get(CONFIG, digests)
+    assert int(found.sum()) == total
+    np.testing.assert_array_equal(got, table)
+    info = store.info()[0]
+    assert (info.vectors, info.duplicates, info.shards) == (total, 0, n_threads * puts)
+    assert store.verify().ok
 
 
 PACKAGE = Path(__file__).resolve().parents[1] / "featclf"
@@ -448,7 +544,8 @@ def test_store_imports_neither_torch_nor_the_image_layer():
             assert not [n for n in names if n == "torch" or n.startswith(NOT_IN_THE_STORE)], \
                 (module.name, names)
     # What importing and using it loads, in a fresh interpreter: a put and a get (which hash
-    # the configuration into its key) load neither torch nor the image layer.
+    # the configuration into its key) load neither torch nor the image layer, nor scikit-learn
+    # (its parameter checks load only for a bad parameter), so `featclf store ...` starts fast.
     code = textwrap.dedent(f"""
         import sys, tempfile
         import numpy as np
@@ -456,8 +553,9 @@ def test_store_imports_neither_torch_nor_the_image_layer():
         store = featclf.store.FeatureStore(tempfile.mkdtemp())
         store.put({{"layer": "c5"}}, ["d0"], np.ones((1, 3)))
         assert store.get({{"layer": "c5"}}, ["d0"])[0].all()
-        print(sorted(m for m in sys.modules if m == "torch" or m.startswith(("torch.",
-                                                                              *{NOT_IN_THE_STORE[1:]!r}))))
+        store.info(), store.verify(), store.prune(compact=True)
+        print(sorted(m for m in sys.modules if m in ("torch", "sklearn") or m.startswith((
+            "torch.", "sklearn.", *{NOT_IN_THE_STORE[1:]!r}))))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
@@ -525,3 +623,97 @@ def test_invalid_parameters_get_scikit_learns_wording(tmp_path, digits):
     with pytest.raises(InvalidParameterError, match="The 'shard_rows' parameter of "
                        r"FeatureStore must be an int in the range \[1, inf\)"):
         FeatureStore(tmp_path / "s", shard_rows=0)
+
+
+# -- the about sidecar: words that describe a configuration, outside its key -------------------
+
+
+def test_about_describes_a_configuration_in_words_without_changing_its_key(tmp_path, rng,
+                                                                           capsys):
+    from featclf.cli import main
+
+    store = FeatureStore(tmp_path / "s")
+    key = store.config_key(CONFIG)
+    assert store.about(CONFIG) == {}  # nothing recorded yet (and no namespace)
+    store.annotate(CONFIG, {"model": "resnet18", "weights": "random weights (seed 0)"})
+    store.put(CONFIG, ["a", "b"], rng.standard_normal((2, 3)))
+    store.annotate(CONFIG, {"layer": "penultimate", "weights": "random weights (seed 1)"})
+    assert store.config_key(CONFIG) == key and store.configs() == [key]
+    assert store.config(key) == CONFIG  # the configuration itself is untouched
+    assert store.about(key) == store.about(CONFIG) == {
+        "model": "resnet18", "weights": "random weights (seed 1)", "layer": "penultimate"}
+    assert store.get(CONFIG, ["a", "b"])[0].all()
+    (info,) = store.info()
+    assert info.about["model"] == "resnet18" and info.vectors == 2
+    assert main(["store", "info", str(store.root)]) == 0
+    header, row = capsys.readouterr().out.splitlines()[1:3]
+    assert header.split() == ["KEY", "MODEL", "LAYER", "VECTORS", "SHARDS", "SIZE", "WEIGHTS"]
+    assert row.split()[:6] == [key[:12], "resnet18", "penultimate", "2", "vectors", "x"]
+    assert row.endswith("random weights (seed 1)")
+    assert main(["store", "info", "--json", str(store.root)]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)["configs"]
+    assert listed["about"]["weights"] == "random weights (seed 1)" and listed["key"] == key
+    # A store written before the sidecar existed reads as before, with nothing to say:
+    (store.root / "configs" / key / "about.json").unlink()
+    assert store.about(CONFIG) == {} and store.info()[0].about == {}
+    assert store.get(CONFIG, ["a", "b"])[0].all() and store.verify().ok
+    assert main(["store", "info", str(store.root)]) == 0
+    assert capsys.readouterr().out.splitlines()[2].split()[1] == "-"
+    assert store.prune().damaged == [] and store.get(CONFIG, ["a", "b"])[0].all()
+
+
+# -- export refuses what it cannot write whole -------------------------------------------------
+
+
+def test_export_of_an_empty_configuration_is_a_clear_error(tmp_path, rng, capsys):
+    from featclf.cli import main
+
+    store = FeatureStore(tmp_path / "s")
+    with store.writer(CONFIG):
+        pass  # a configuration whose job stored nothing (every image unreadable, say)
+    key = store.config_key(CONFIG)
+    assert store.configs() == [key] and store.info()[0].vectors == 0
+    for out in (tmp_path / "e.parquet", tmp_path / "e.npz"):
+        with pytest.raises(StoreError, match=f"configuration {key} of .* holds no vectors"):
+            store.export(out)
+        assert not out.exists()
+    assert main(["store", "export", str(store.root), str(tmp_path / "e.parquet")]) == 1
+    err = capsys.readouterr().err
+    assert "holds no vectors: nothing to export" in err and "Traceback" not in err
+    with pytest.raises(StoreError, match="holds no configuration"):
+        store.export(tmp_path / "x.npz", config={"model": "never stored"})
+    # Two configurations and no --config: which one is a usage error, naming the flag.
+    store.put({**CONFIG, "layer": "c5"}, ["a"], rng.standard_normal((1, 3)))
+    assert main(["store", "export", str(store.root), str(tmp_path / "e.npz")]) == 2
+    assert "argument --config: The 'config' parameter" in capsys.readouterr().err
+
+
+def test_export_of_a_damaged_store_names_the_shard_and_writes_nothing(tmp_path, rng, capsys):
+    from featclf.cli import main
+
+    store = FeatureStore(tmp_path / "s", shard_rows=10)
+    vectors = rng.standard_normal((30, 4)).astype(np.float32)
+    store.put(CONFIG, [f"d{i}" for i in range(30)], vectors)
+    victim = shard_files(store)[1]
+    data = bytearray(victim.read_bytes())
+    data[-8:] = bytes(b ^ 0xFF for b in data[-8:])
+    victim.write_bytes(bytes(data))
+    out = tmp_path / "f.parquet"
+    with pytest.raises(StoreError, match=rf"{victim.name}: checksum mismatch \(10 vectors"):
+        FeatureStore(store.root).export(out)
+    assert main(["store", "export", str(store.root), str(out)]) == 1
+    err = capsys.readouterr().err
+    assert str(victim) in err and "featclf store prune" in err and not out.exists()
+    # A copy of the damaged shard's vectors elsewhere makes the export whole again:
+    store.put(CONFIG, [f"d{i}" for i in range(10, 20)], vectors[10:20])
+    table = pq.read_table(FeatureStore(store.root).export(out))
+    assert sorted(table.column("digest").to_pylist()) == sorted(f"d{i}" for i in range(30))
+    # An index that cannot be read hides vectors nobody can count: an error naming it too.
+    other = FeatureStore(tmp_path / "t")
+    other.put(CONFIG, ["a", "b"], vectors[:2])
+    index = shard_files(other, ".json")[0]
+    index.write_text(index.read_text()[:-20])
+    with pytest.warns(UserWarning, match="unreadable shard index"):
+        with pytest.raises(StoreError, match=rf"{index.name}: unreadable index"):
+            FeatureStore(other.root).export(tmp_path / "g.npz")
+    assert not (tmp_path / "g.npz").exists()

@@ -15,12 +15,17 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from featclf.pipelines import CLASSIFIERS, c_grid
+from featclf.cli._data import add_data_arguments, image_files_from_args
 
 if TYPE_CHECKING:  # the command imports featclf.compare (and torch) only when it runs
+    import pandas as pd
+
     from featclf.comparison import Comparison
+
+#: The classifiers of :data:`featclf.pipelines.CLASSIFIERS`, named here so that building the
+#: parser imports no scikit-learn (``featclf --help`` stays fast); a test keeps them equal.
+CLASSIFIER_NAMES: tuple[str, ...] = ("linear_svm", "crammer_singer_svm", "rbf_svm", "logistic")
+BUILTIN_DATA: tuple[str, ...] = ("mnist5k", "digits")
 
 #: What ``--quick`` changes: a smoke run in well under a minute.
 QUICK = {"epochs": 3, "cv": 2, "n_resamples": 500}
@@ -36,11 +41,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "for linear, Crammer-Singer and RBF SVMs and logistic regression (C chosen by "
         "cross-validation on the training features), and compare everything on the same test "
         "images: accuracy with bootstrap intervals, macro-F1, log-loss, McNemar's test, times. "
-        "Writes report.md, report.html, results.csv and PNG plots to --out.",
+        "Writes report.md, report.html, results.csv and PNG plots to --out. A folder with "
+        "train/ and test/ (or val/) subfolders, a CSV with a split column, or --test-data is "
+        "used as its own split instead of a random one.",
     )
     p.add_argument("--data", default="mnist5k", metavar="mnist5k|digits|DIR|CSV",
-                   help="built-in data set, image folder or CSV of path,label (default: "
-                   "mnist5k)")  # fmt: skip
+                   help="built-in data set (mnist5k, digits), a folder of images in class "
+                   "subfolders, or a CSV file of image paths and labels (default: mnist5k)")
+    add_data_arguments(p, test_data=True)
+    p.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                   help="what to do with an image file that cannot be read: stop (raise, "
+                   "default) or leave it out and list it in the report (skip)")
     p.add_argument("--model", action="append", dest="models", metavar="NAME",
                    help="network to train and extract from; repeat for several (default: "
                    "lenet5 and seed_cnn, or the --weights checkpoint's model)")  # fmt: skip
@@ -50,23 +61,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", action="append", dest="layers", metavar="NODE",
                    help="layer to take features from (graph node name, e.g. c5, f6; "
                    "'penultimate' = the head's input); repeat to sweep layers")  # fmt: skip
-    p.add_argument("--classifier", action="append", dest="classifiers", choices=CLASSIFIERS,
+    p.add_argument("--classifier", action="append", dest="classifiers", choices=CLASSIFIER_NAMES,
                    help="classifier to run; repeat for several (default: all)")  # fmt: skip
     p.add_argument("--epochs", type=int, help="epochs of every network (default: per-model "
-                   "recipe, lenet5 15, seed_cnn 10)")  # fmt: skip
+                   "recipe: lenet5 15, seed_cnn and torchvision models 10)")  # fmt: skip
     p.add_argument("--augment", choices=("seed",),
-                   help="train the networks with the seed tutorial's augmentation (rotation, "
-                   "shift, flip, featurewise normalisation); default none")  # fmt: skip
-    p.add_argument("--split", default="0.2", metavar="TEST|TRAIN,VAL,TEST|seed001",
-                   help="test fraction, fractions of the parts, or seed001 (65/25/10); "
-                   "default 0.2")  # fmt: skip
+                   help="augment the training images with random rotations, shifts and flips "
+                   "and per-channel normalisation (seed); default none")  # fmt: skip
+    p.add_argument("--split", default="0.2", metavar="TEST|TRAIN,VAL,TEST",
+                   help="fraction of the images held out for testing (default 0.2), or the "
+                   "train, validation and test fractions, e.g. 0.65,0.25,0.1 (C is then chosen "
+                   "on the validation images); not used when the data has its own split")
     p.add_argument("--cv", type=int, default=3, help="cross-validation folds that choose C "
                    "(default 3)")  # fmt: skip
     p.add_argument("--pooling", default="avg", choices=("avg", "max", "flatten"),
                    help="how convolutional maps become vectors (default avg)")  # fmt: skip
     p.add_argument("--pca", type=_pca, metavar="N|FRACTION",
-                   help="PCA before each classifier (seed 001): components, or the fraction of "
-                   "variance to keep")  # fmt: skip
+                   help="reduce the features with PCA before each classifier: a number of "
+                   "components, or the fraction of variance to keep")  # fmt: skip
     p.add_argument("--whiten", action="store_true", help="whiten the PCA components (--pca)")
     p.add_argument("--n-jobs", type=int, default=1,
                    help="parallel fits of the C search (joblib; -1 = all cores; default 1)")
@@ -80,8 +92,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", metavar="DIR",
                    help="feature store: every extraction reads its vectors from DIR and "
                    "writes the missing ones, so a second identical run computes none (the "
-                   "networks are still trained, with the same seed)")  # fmt: skip
-    p.add_argument("--random-state", type=int, default=0, help="seed of everything (default 0)")
+                   "networks are still trained, with the same random seed)")  # fmt: skip
+    p.add_argument("--random-state", type=int, default=0, metavar="N",
+                   help="random seed of the split, the training and the statistics (default 0)")
     p.add_argument("--quick", action="store_true",
                    help=f"smoke run: {QUICK['epochs']} epochs, {QUICK['cv']}-fold CV, every "
                    f"other C, {QUICK['n_resamples']} bootstrap resamples")  # fmt: skip
@@ -98,19 +111,21 @@ def _pca(text: str) -> int | float:
 
 
 def _split(text: str) -> float | tuple[float, ...] | str:
-    """Parse ``--split``: ``0.2``, ``0.65,0.25,0.1`` or ``seed001``."""
+    """Parse ``--split``: ``0.2`` or ``0.65,0.25,0.1`` (``seed001``, the old name of the
+    latter, still works)."""
     if text == "seed001":
         return text
     try:
         values = tuple(float(part) for part in text.split(","))
     except ValueError:
-        raise ValueError(f"--split {text!r}: pass a test fraction (0.2), comma-separated "
-                         "fractions (0.65,0.25,0.1) or seed001") from None  # fmt: skip
+        raise ValueError(f"--split {text!r}: pass a test fraction (0.2) or comma-separated "
+                         "train, validation and test fractions (0.65,0.25,0.1)") from None
     return values[0] if len(values) == 1 else values
 
 
 def _format_summary(summary: pd.DataFrame) -> str:
     """The selected rows as an aligned text table."""
+    import pandas as pd
 
     def num(value: object, spec: str) -> str:
         return format(float(value), spec) if value is not None and not pd.isna(value) else "-"
@@ -145,11 +160,13 @@ def _format_summary(summary: pd.DataFrame) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the comparison, write the report, print the summary; returns the exit code."""
+    from featclf.pipelines import c_grid
+
     started = time.perf_counter()
     options: dict = {"epochs": args.epochs, "cv": args.cv}
     if args.quick:
         options.update(QUICK, epochs=args.epochs or QUICK["epochs"])
-        classifiers = args.classifiers or CLASSIFIERS
+        classifiers = args.classifiers or CLASSIFIER_NAMES
         options["c_grids"] = {n: c_grid(n)[::2] for n in classifiers}
     engine = contextlib.nullcontext()
     n_jobs = args.n_jobs
@@ -166,11 +183,19 @@ def run(args: argparse.Namespace) -> int:
 def _run_compare(args: argparse.Namespace, options: dict, n_jobs: int) -> Comparison:
     from featclf.compare import compare
 
+    data = args.data
+    if data not in BUILTIN_DATA or any(
+            getattr(args, f) is not None for f in ("path_column", "label_column", "split_column")):
+        data = image_files_from_args(args, data)  # the CSV column flags apply here
+    test_data = (image_files_from_args(argparse.Namespace(), args.test_data)
+                 if args.test_data is not None else None)  # fmt: skip
     return compare(
-        args.data,
+        data,
+        test_data=test_data,
+        on_error=args.on_error,
         models=args.models,
         layers=args.layers or (None,),
-        classifiers=args.classifiers or CLASSIFIERS,
+        classifiers=args.classifiers or CLASSIFIER_NAMES,
         weights=args.weights,
         train_options={"augment": args.augment} if args.augment else None,
         split=_split(args.split),
@@ -188,7 +213,7 @@ def _run_compare(args: argparse.Namespace, options: dict, n_jobs: int) -> Compar
 
 def _finish(args: argparse.Namespace, comparison: Comparison, started: float) -> int:
     """Write the report and print the summary table, the verdict and the total time."""
-    from featclf.report import summary_table, verdict, write_report
+    from featclf.report import setup_summary, summary_table, verdict, write_report
 
     dataset = comparison.results["dataset"].iloc[0]
     out = Path(args.out) if args.out else Path("artifacts", "reports", dataset)
@@ -199,6 +224,9 @@ def _finish(args: argparse.Namespace, comparison: Comparison, started: float) ->
     print(_format_summary(summary_table(comparison)))
     print()
     print(textwrap.fill(verdict(comparison), width=100))
+    print()
+    for line in setup_summary(comparison):  # unwrapped: paths stay whole
+        print(line)
     print()
     print(f"report: {out}/ ({', '.join(sorted(paths))})")
     minutes, seconds = divmod(elapsed, 60)

@@ -11,14 +11,21 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from featclf.data import ImageDecodeError, image_files
-from featclf.data.inputs import as_image_source
-from featclf.models.head import POOLINGS
-from featclf.store import DTYPES, FeatureStore
+from featclf.cli._data import add_data_arguments, image_files_from_args
+from featclf.errors import option
+
+if TYPE_CHECKING:  # imported by run(): `featclf --help` must not import torch or scikit-learn
+    from featclf.data import ImageFiles
+    from featclf.store import FeatureStore
 
 #: Where extraction runs: in this process, or on a Ray cluster (featclf.distributed).
 ENGINES = ("local", "ray")
+#: ``featclf.models.head.POOLINGS`` and ``featclf.store.DTYPES``, spelled out here so that
+#: building the parser imports neither torch nor the store (tests/test_cli.py checks they agree).
+POOLINGS = ("avg", "max", "flatten")
+DTYPES = ("float32", "float16")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,11 +37,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "images are never recomputed (renamed or moved files included).")
     p.add_argument("--model", required=True,
                    help="a model name (`featclf models`) or a checkpoint saved by featclf")
-    p.add_argument("--weights", help="weights for --model: a .pt/.safetensors file, or a "
-                   "torchvision weights name such as DEFAULT")
+    p.add_argument("--weights", metavar="NAME|FILE|random",
+                   help="weights for --model. Default: a torchvision architecture's pretrained "
+                   "weights (downloaded once into torch's cache), or the checkpoint's own; "
+                   "lenet5 and seed_cnn have none and start random (with a warning: train "
+                   "them first). random: random initialisation; FILE: a .pt/.safetensors "
+                   "checkpoint; NAME: a torchvision weights name such as IMAGENET1K_V1")
     p.add_argument("--images", required=True, metavar="DIR|CSV",
                    help="a folder of images (class subfolders or labelled file names give "
-                   "labels) or a CSV of path,label lines")
+                   "labels) or a CSV file listing them (path,label lines, or a header row)")
     p.add_argument("--labels", default="auto",
                    choices=("auto", "folders", "names", "csv", "none"),
                    help="where labels come from (kept in the store for export; default auto)")
@@ -47,7 +58,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=_batch_size, default="auto", metavar="N",
                    help="images per forward pass (default auto: 256 on a GPU; on the CPU 8 at "
                    "224 px up to 64 at 28 px, where these CPUs run fastest)")
-    p.add_argument("--num-workers", type=int, default=0, metavar="N",
+    p.add_argument("--num-workers", type=_count(0), default=0, metavar="N",
                    help="decoding worker processes (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
@@ -67,37 +78,56 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="where extraction runs (default local)")
     p.add_argument("--address", default=None, metavar="auto|ray://HOST:10001",
                    help="with --engine ray: the cluster to join (default: start a local Ray)")
-    p.add_argument("--actors", type=int, default=2, metavar="N",
+    p.add_argument("--actors", type=_count(1), default=2, metavar="N",
                    help="with --engine ray: actors in the pool, each holding the network "
                    "(default 2)")
     p.add_argument("--gpus-per-actor", type=float, default=0, metavar="G",
                    help="with --engine ray: GPUs per actor; > 0 runs the network on CUDA")
-    p.add_argument("--shard-rows", type=int, default=1024, metavar="N",
+    p.add_argument("--shard-rows", type=_count(1), default=1024, metavar="N",
                    help="vectors per shard (default 1024); a kill loses at most one shard")
     p.add_argument("--dtype", choices=DTYPES, default=None,
                    help="storage dtype when the store is created (default float32); an "
                    "existing store's own dtype is used, and a different --dtype is refused")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_data_arguments(p)
     p.set_defaults(func=run)
 
 
-def _check_args(args: argparse.Namespace) -> None:
-    if args.batch_size != "auto" and args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.num_workers < 0:
-        raise ValueError(f"--num-workers must be >= 0, got {args.num_workers}")
-    if args.shard_rows < 1:
-        raise ValueError(f"--shard-rows must be >= 1, got {args.shard_rows}")
+def _count(low: int):
+    """An argparse type: an integer of at least ``low`` (a usage error otherwise)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {low}"  # what argparse names in its messages
+    return parse
 
 
 def _batch_size(text: str) -> int | str:
-    """``--batch-size``: "auto" or an integer."""
+    """``--batch-size``: "auto" or a positive integer."""
     if text == "auto":
         return text
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be an integer or 'auto', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 or 'auto', got {value}")
+    return value
+
+
+def _files(args: argparse.Namespace) -> ImageFiles:
+    """The images ``--images`` and the data flags name (``--labels`` when not auto)."""
+    if args.labels == "auto":
+        return image_files_from_args(args, args.images)
+    from featclf.data import image_files
+
+    return image_files(args.images, labels=args.labels, path_column=args.path_column,
+                       label_column=args.label_column, split_column=args.split_column)
 
 
 def _extract_ray(extractor, store: FeatureStore, files, args: argparse.Namespace):
@@ -115,12 +145,14 @@ def _extract_ray(extractor, store: FeatureStore, files, args: argparse.Namespace
 
 def run(args: argparse.Namespace) -> int:
     """Extract into the store and print a summary; 0 on success (skipped images included)."""
+    from featclf.data import ImageDecodeError
+    from featclf.data.inputs import as_image_source
     from featclf.extract import DeepFeatureExtractor
     from featclf.extract.cached import cached_features, write_error_manifest
+    from featclf.store import FeatureStore
 
-    _check_args(args)
     started = time.perf_counter()
-    files = image_files(args.images, labels=args.labels)
+    files = _files(args)
     store = FeatureStore(args.store, dtype=args.dtype, shard_rows=args.shard_rows)
     extractor = DeepFeatureExtractor(
         model=args.model, weights=args.weights, layer=args.layer, pooling=args.pooling,
@@ -128,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.num_workers, store=store, on_error=args.on_error,
         progress=not args.no_progress, compile=args.compile,
         jpeg_draft=args.jpeg_draft).fit()
+    model = extractor.model_name_ or args.model
+    weights = extractor.network_.weights.description
     source = as_image_source(files)
     configs = extractor.cache_configs_(source)
     try:
@@ -137,12 +171,13 @@ def run(args: argparse.Namespace) -> int:
             result = cached_features(source, extractor.iter_features, configs=configs,
                                      store=store, on_error=args.on_error,
                                      progress=not args.no_progress, desc="extract",
-                                     widths=extractor.feature_blocks_, labels=files.labels)
+                                     widths=extractor.feature_blocks_, labels=files.labels,
+                                     about={"model": model, "weights": weights})
     except ImageDecodeError as exc:
-        reason = exc.reason.split(" (pass on_error=")[0]
-        raise ValueError(f"cannot read image {exc.path!r}: {reason}. The vectors computed so far "
-                         "are in the store; pass --on-error skip to list unreadable images in "
-                         "an error manifest and go on") from None
+        # Reworded from the error's parts, not its message: the library's hint may change.
+        raise ValueError(f"cannot read image {exc.path!r}: {exc.reason}. The vectors computed "
+                         f"so far are in the store; {option('on_error', 'skip')} lists "
+                         "unreadable images in an error manifest and goes on") from None
     seconds = time.perf_counter() - started
     manifest = None
     if args.on_error == "skip":
@@ -151,9 +186,10 @@ def run(args: argparse.Namespace) -> int:
     layer = args.layer or "penultimate layer"
     keys = ", ".join(store.config_key(config)[:12] for config in configs.values())
     n = len(files)
-    print(f"featclf extract: {n} images, {extractor.model_name_ or args.model} {layer} "
+    print(f"featclf extract: {n} images, {model} {layer} "
           f"({args.pooling} pooling, {extractor.precision_} on {extractor.device_}) -> "
           f"{store.root} [config {keys}]")
+    print(f"  weights   {weights}")
     print(f"  computed  {result.n_computed:>8}")
     print(f"  reused    {result.n_reused:>8}")
     skipped = f"  skipped   {len(result.errors):>8}"

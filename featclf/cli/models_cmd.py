@@ -1,25 +1,47 @@
-"""``featclf models``: list the architectures with input sizes and feature sizes."""
+"""``featclf models``: list the architectures with input sizes and feature sizes, or one
+architecture's layer names (``--layers NAME``).
+
+torch is imported when the command runs, not when the CLI starts.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from featclf.models import get_model_spec, list_models
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``featclf models``."""
-    p = sub.add_parser("models", help="list architectures and their feature sizes",
+    p = sub.add_parser("models", help="list architectures, or one architecture's layers",
                        description="List the architectures featclf builds by name: input size "
-                       "and channels with random weights (weights can bring their own), "
-                       "penultimate feature size and the layer removed as the head.")
+                       "and channels (weights can bring their own), penultimate feature size and "
+                       "the layer removed as the head. With --layers NAME, list the layers of "
+                       "one architecture that --layer accepts.")
     p.add_argument("--all", action="store_true",
                    help="also list every torchvision classification model")
+    p.add_argument("--layers", metavar="NAME",
+                   help="list the layer names of model NAME (what --layer accepts), in order")
     p.set_defaults(func=run)
 
 
+def _print_layers(name: str) -> int:
+    from featclf.models import get_model_spec
+    from featclf.models.registry import architecture_layers
+
+    spec = get_model_spec(name)  # unknown names: a ValueError suggesting close ones
+    head = (f"the input of {spec.head}, {spec.feature_dim} features; the default"
+            if spec.head else "none: this model has no Linear head, pass --layer")
+    print(f"penultimate  ({head})")
+    for layer in architecture_layers(name):
+        print(layer)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    """Print one line per model."""
+    """Print one line per model, or one line per layer of ``--layers NAME``."""
+    if args.layers:
+        return _print_layers(args.layers)
+    from featclf.models import get_model_spec, list_models
+
     rows = [("name", "input", "features", "head", "source", "description")]
     for name in list_models(include_torchvision=args.all):
         spec = get_model_spec(name)
@@ -32,5 +54,6 @@ def run(args: argparse.Namespace) -> int:
     if not args.all:
         extra = len(list_models(include_torchvision=True)) - len(rows) + 1
         print(f"... and {extra} torchvision models by their torchvision names "
-              "(resnet18, vgg16, vit_b_16, ...): featclf models --all")
+              "(resnet18, vgg16, vit_b_16, ...): featclf models --all; their layers: "
+              "featclf models --layers resnet18")
     return 0

@@ -16,7 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "`featclf extract` or DeepFeatureExtractor(store=...).")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    info = actions.add_parser("info", help="configurations, vector counts, dims, size on disk")
+    info = actions.add_parser("info", help="one row per configuration: model, layer, vector "
+                              "count and width, shards, size on disk, weights")
     info.add_argument("store", help="the store directory")
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
     info.set_defaults(func=run_info)
@@ -39,7 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="rows per merged shard with --compact (default 1024)")
     prune.add_argument("--stale-seconds", type=float, default=3600.0, metavar="S",
                        help="remove temporary files of writers on other hosts once this old "
-                       "(dead writers on this host: at once; default 3600)")
+                       "(of dead writers on this host: at once; of running ones: never; "
+                       "default 3600)")
     prune.set_defaults(func=run_prune)
 
     export = actions.add_parser("export", help="write vectors with paths and labels to "
@@ -74,8 +76,21 @@ def _describe_config(config: dict | None) -> str:
     return " ".join(parts)
 
 
+def _info_rows(infos: list) -> list[list[str]]:
+    """The cells of `store info`'s table: words from ``about``, counts from the indexes."""
+    rows = [["KEY", "MODEL", "LAYER", "VECTORS", "SHARDS", "SIZE", "WEIGHTS"]]
+    for i in infos:
+        about, config = i.about, i.config or {}
+        layer = about.get("layer", config.get("layer"))
+        rows.append([i.key[:12], about.get("model", "-"), "-" if layer is None else str(layer),
+                     f"{i.vectors} vectors x {i.dim if i.dim is not None else '-'}",
+                     str(i.shards), _size(i.bytes),
+                     about.get("weights", "- (not recorded)")])
+    return rows
+
+
 def run_info(args: argparse.Namespace) -> int:
-    """Print one line per configuration."""
+    """Print a table with one row per configuration (model, layer, counts, size, weights)."""
     store = FeatureStore(args.store, create=False)
     infos = store.info()
     total = store.disk_bytes()
@@ -85,11 +100,21 @@ def run_info(args: argparse.Namespace) -> int:
         return 0
     print(f"store {store.root}: {store.dtype}, {len(infos)} configuration(s), "
           f"{_size(total)} on disk")
-    for i in infos:
-        dups = f", {i.duplicates} duplicate(s) (run prune)" if i.duplicates else ""
-        print(f"  {i.key[:12]}  {i.vectors} vectors x {i.dim} ({'/'.join(i.dtypes) or '-'}), "
-              f"{i.shards} shard(s), {_size(i.bytes)}{dups}")
-        print(f"      {_describe_config(i.config)}")
+    if not infos:
+        return 0
+    rows = _info_rows(infos)
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
+    indent = " " * (2 + widths[0] + 2)
+    for n, row in enumerate(rows):
+        cells = [cell.ljust(w) for cell, w in zip(row, widths)]
+        print("  " + "  ".join([*cells, row[-1]]))
+        if n == 0:
+            continue
+        i = infos[n - 1]
+        print(f"{indent}settings: {_describe_config(i.config)}")
+        if i.duplicates:
+            print(f"{indent}{i.duplicates} duplicate vector(s): `featclf store prune` "
+                  "removes them")
     return 0
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -26,21 +26,115 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 class ImageDecodeError(ValueError):
     """An image file could not be turned into pixels.
 
+    The message always starts with the file: ``cannot read image '<path>': <reason>``,
+    followed by ``(<hint>)`` when there is a way forward to suggest.
+
     Parameters
     ----------
-    path : str
+    path : str or path-like
         The file that failed.
     reason : str
         Why, in words a user can act on.
+    hint : str, optional
+        What to do about it, e.g. ``"pass on_error='skip' to ..."`` (built with
+        :func:`featclf.errors.option`, so that the command line reads ``--on-error skip``).
+        Kept apart from ``reason`` so that callers can reword it.
+
+    Examples
+    --------
+    >>> str(ImageDecodeError("a/b.png", "empty file (0 bytes)", hint="try another"))
+    "cannot read image 'a/b.png': empty file (0 bytes) (try another)"
     """
 
-    def __init__(self, path: str, reason: str) -> None:
-        self.path = str(path)
+    def __init__(self, path: str | os.PathLike, reason: str, hint: str | None = None) -> None:
+        self.path = _path_text(path)
         self.reason = reason
-        super().__init__(f"cannot read image {self.path!r}: {reason}")
+        self.hint = hint
+        message = f"cannot read image {self.path!r}: {reason}"
+        super().__init__(message if hint is None else f"{message} ({hint})")
 
-    def __reduce__(self):  # keep path and reason when the error crosses a process boundary
-        return (type(self), (self.path, self.reason))
+    def __reduce__(self):  # keep path, reason and hint when the error crosses a process boundary
+        return (type(self), (self.path, self.reason, self.hint))
+
+
+def _path_text(path) -> str:
+    """A path as text (bytes paths decoded the way ``os.listdir`` decodes names)."""
+    if isinstance(path, bytes):
+        return os.fsdecode(path)
+    if isinstance(path, os.PathLike):
+        return os.fsdecode(os.fspath(path))
+    return str(path)
+
+
+#: What ``stat`` calls the kinds of files that are not regular files.
+_FILE_KINDS = ((stat.S_ISDIR, "is a directory, not an image file"),
+               (stat.S_ISFIFO, "is a named pipe (FIFO), not a regular file"),
+               (stat.S_ISSOCK, "is a socket, not a regular file"),
+               (stat.S_ISCHR, "is a character device, not a regular file"),
+               (stat.S_ISBLK, "is a block device, not a regular file"))
+
+
+def _not_regular(mode: int) -> str:
+    for test, reason in _FILE_KINDS:
+        if test(mode):
+            return reason
+    return "not a regular file"
+
+
+# Non-blocking: opening a FIFO that appeared between stat and open returns at once instead of
+# waiting for a writer; no controlling terminal from a tty device. (Neither exists on Windows.)
+_OPEN_FLAGS = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | \
+    getattr(os, "O_BINARY", 0)
+
+
+def read_image_file(path: str | os.PathLike, *, name: str | None = None) -> bytes:
+    """The bytes of one image file, read once; only regular files are opened.
+
+    A named pipe, socket or device listed as an input is refused without being opened
+    (opening a pipe for reading waits for a writer, so it would hang the job), and the file is
+    opened non-blocking and checked again, in case it was replaced after the first check.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+    name : str, optional
+        What to call it in errors (default: the path).
+
+    Returns
+    -------
+    bytes
+
+    Raises
+    ------
+    ImageDecodeError
+        Missing, a directory or another non-regular file, permission denied, or a read error.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> read_image_file(tempfile.mkdtemp())
+    Traceback (most recent call last):
+    featclf.data.decode.ImageDecodeError: cannot read image '...': is a directory, not an image file
+    """
+    label = name or _path_text(path)
+    try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise ImageDecodeError(label, _not_regular(mode))
+        with os.fdopen(os.open(path, os.O_RDONLY | _OPEN_FLAGS), "rb") as fh:
+            mode = os.fstat(fh.fileno()).st_mode
+            if not stat.S_ISREG(mode):  # swapped for something else since the stat above
+                raise ImageDecodeError(label, _not_regular(mode))
+            return fh.read()  # O_NONBLOCK does not apply to regular files
+    except FileNotFoundError:
+        raise ImageDecodeError(label, "file not found") from None
+    except IsADirectoryError:
+        raise ImageDecodeError(label, "is a directory, not an image file") from None
+    except PermissionError:
+        raise ImageDecodeError(label, "permission denied") from None
+    except OSError as exc:
+        raise ImageDecodeError(label, f"read failed: {exc.strerror or exc}") from None
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
@@ -57,7 +151,7 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.round(arr).astype(np.uint8), mode="L")
 
 
-def _normalise_mode(img: Image.Image) -> Image.Image:
+def normalise_mode(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to "L" (grey) or "RGB", compositing transparency on white."""
     if img.mode in ("L", "RGB"):
         return img
@@ -118,18 +212,9 @@ def decode_image(source: str | os.PathLike | bytes, *, max_pixels: int | None = 
     if isinstance(source, bytes):
         return decode_image_bytes(source, name=name or "<bytes>", max_pixels=max_pixels,
                                   draft=draft)
-    label = name or os.fspath(source)
-    try:
-        data = Path(source).read_bytes()
-    except FileNotFoundError:
-        raise ImageDecodeError(label, "file not found") from None
-    except IsADirectoryError:
-        raise ImageDecodeError(label, "is a directory, not an image file") from None
-    except PermissionError:
-        raise ImageDecodeError(label, "permission denied") from None
-    except OSError as exc:
-        raise ImageDecodeError(label, f"read failed: {exc.strerror or exc}") from None
-    return decode_image_bytes(data, name=label, max_pixels=max_pixels, draft=draft)
+    label = name or _path_text(source)
+    return decode_image_bytes(read_image_file(source, name=label), name=label,
+                              max_pixels=max_pixels, draft=draft)
 
 
 def decode_image_bytes(data: bytes, *, name: str, max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -174,7 +259,7 @@ def decode_image_bytes(data: bytes, *, name: str, max_pixels: int | None = DEFAU
                 img.draft(None, (int(draft), int(draft)))
             img.load()
             img = ImageOps.exif_transpose(img)
-            img = _normalise_mode(img)
+            img = normalise_mode(img)
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:

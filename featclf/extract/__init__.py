@@ -9,6 +9,7 @@ from featclf.extract.extractor import (
     SkippedImagesWarning,
     describe_preprocess,
 )
+from featclf.models.network import UntrainedWeightsWarning
 
 __all__ = [
     "FEATURE_FORMAT_VERSION",
@@ -17,5 +18,6 @@ __all__ = [
     "FeatureExtraction",
     "ScaleToUnit",
     "SkippedImagesWarning",
+    "UntrainedWeightsWarning",
     "describe_preprocess",
 ]

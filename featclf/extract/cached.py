@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from featclf.data.decode import ImageDecodeError
 from featclf.data.sources import ImageSource, InputError
+from featclf.errors import option
 from featclf.params import StrOptions, check_params
 from featclf.progress import progress_bar
 from featclf.store import FeatureStore, StoreError
@@ -44,6 +46,7 @@ _PARAMETERS = {
     "desc": [str],
     "widths": [Mapping, None],
     "labels": ["array-like", None],
+    "about": [Mapping, None],
 }
 
 
@@ -62,7 +65,8 @@ class FeatureExtraction:
     errors : list of InputError
         The inputs that could not be read (only with ``on_error="skip"``).
     n_computed : int
-        Images whose vectors the network computed in this call.
+        Images whose vectors the network computed in this call (a byte-identical copy of a
+        computed image counts too, although the network ran once for both).
     n_reused : int
         Images whose vectors (every block's) were read from the feature store instead.
     seconds : float
@@ -106,11 +110,13 @@ def cached_features(source: ImageSource, compute: ComputeFn, *, configs: Mapping
                     store: FeatureStore | None = None, on_error: str = "raise",
                     progress: bool = False, desc: str = "features",
                     widths: Mapping[str, int | None] | None = None,
-                    labels: Sequence | None = None) -> FeatureExtraction:
+                    labels: Sequence | None = None,
+                    about: Mapping[str, str] | None = None) -> FeatureExtraction:
     """Feature vectors of every input: read from ``store`` when there, computed when not.
 
     ``compute`` runs only on the inputs the store lacks (``source.subset(missing)``), and not
-    at all when every vector is stored, so a fully cached call never runs the network. An
+    at all when every vector is stored, so a fully cached call never runs the network; inputs
+    with the same digest (byte-identical files) are computed once and share the vector. An
     input is reused only when the store holds every block's vector for it; the others are
     computed once (one forward per batch gives every block) and each block's vectors are
     written under its own configuration as they stream in, so a killed call keeps what it
@@ -141,6 +147,10 @@ def cached_features(source: ImageSource, compute: ComputeFn, *, configs: Mapping
         Each block's width, for the shape of an empty result (nothing computed or stored).
     labels : sequence, optional
         One label per input, kept in the store for ``export``.
+    about : mapping of str to str, optional
+        What the configurations are in words (``{"model": ..., "weights": ...}``), recorded
+        with :meth:`FeatureStore.annotate` (plus each block's ``"layer"``) before any vector
+        is written; not part of the key.
 
     Returns
     -------
@@ -153,7 +163,7 @@ def cached_features(source: ImageSource, compute: ComputeFn, *, configs: Mapping
     >>> import tempfile
     >>> from featclf.data.inputs import as_image_source
     >>> store = FeatureStore(tempfile.mkdtemp())
-    >>> source = as_image_source(np.arange(4 * 9, dtype=np.uint8).reshape(4, 3, 3))
+    >>> source = as_image_source(np.arange(4 * 9, dtype=np.uint8).reshape(4, 1, 3, 3))
     >>> def compute(sub):  # the mean and the max pixel, standing in for a network's layers
     ...     for batch in sub.iter_batches(batch_size=2, preprocess=None):
     ...         x = batch.images.float().flatten(1)
@@ -169,7 +179,8 @@ def cached_features(source: ImageSource, compute: ComputeFn, *, configs: Mapping
     """
     check_params(_PARAMETERS, {"source": source, "compute": compute, "configs": configs,
                                "store": store, "on_error": on_error, "progress": progress,
-                               "desc": desc, "widths": widths, "labels": labels},
+                               "desc": desc, "widths": widths, "labels": labels,
+                               "about": about},
                  "cached_features")
     started = time.perf_counter()
     names = list(configs)
@@ -183,42 +194,49 @@ def cached_features(source: ImageSource, compute: ComputeFn, *, configs: Mapping
         digests: list[str | None] = []
         found, stored = np.zeros(n, dtype=bool), {}
     else:
+        # One snapshot for the job: the lookup and the decoding agree on each file's bytes.
+        source = source.snapshot()
         digests = source.digests()
         found, stored = _stored(store, configs, digests)
     n_reused = int(found.sum())
     if n_reused and files:
         _record_moves(store, configs, source, digests, found, labels)
+    if store is not None and about:
+        for b in names:
+            store.annotate(configs[b], {**about, "layer": b})
     block_widths = {b: stored[b].shape[1] for b in stored}  # known from the store
     from_store = set(block_widths)
     missing = np.flatnonzero(~found)
+    # Byte-identical inputs share a digest: compute the first, give its vector to the others.
+    todo, twins = _first_of_each_digest(missing, digests)
     rows: np.ndarray | None = None  # (n, sum of widths), filled as vectors arrive
     done: list[np.ndarray] = []
     errors: list[InputError] = []
+    failed: list[InputError] = []  # under on_error="raise": raised once this batch is stored
     bar = progress_bar(enabled=progress, total=n, initial=n_reused, unit="img", desc=desc,
                        smoothing=0.1)
     try:
         with contextlib.ExitStack() as stack:
-            writers = {} if store is None or not len(missing) else {
+            writers = {} if store is None or not len(todo) else {
                 b: stack.enter_context(store.writer(configs[b])) for b in names}
             # Everything missing (as without a store): the source itself, not a copy of it.
-            batches = () if not len(missing) else compute(
-                source if len(missing) == n else source.subset(missing))
+            batches = () if not len(todo) else compute(
+                source if len(todo) == n else source.subset(todo))
             for rel, vectors, batch_errors in batches:
-                absolute = missing[np.asarray(rel, dtype=np.int64)]
-                errors.extend(dataclasses.replace(e, index=int(missing[e.index]))
-                              for e in batch_errors)
-                if batch_errors and on_error == "raise":
-                    first = errors[-len(batch_errors)]
-                    raise ValueError(f"cannot read input {first.source!r}: {first.reason} "
-                                     "(pass on_error='skip' to skip unreadable inputs)")
+                absolute = todo[np.asarray(rel, dtype=np.int64)]
+                batch_failures = [dataclasses.replace(e, index=int(todo[e.index]))
+                                  for e in batch_errors]
+                batch_failures += [InputError(t, source.describe(t), e.reason)
+                                   for e in batch_failures for t in twins.get(e.index, ())]
+                errors.extend(batch_failures)
+                if batch_failures and on_error == "raise":
+                    failed = batch_failures  # the batch's readable inputs are stored first
                 if len(absolute):
                     vectors = _check_blocks(vectors, names, len(absolute), block_widths,
                                             from_store, store)
                     if rows is None:
                         rows = _assembly(n, names, block_widths, found, stored)
                     columns = _slices(names, block_widths)
-                    for b in names:
-                        rows[absolute, columns[b]] = vectors[b]
                     if writers:
                         samples = {"paths": [source.describe(i) for i in absolute] if files
                                    else None,
@@ -227,8 +245,21 @@ def cached_features(source: ImageSource, compute: ComputeFn, *, configs: Mapping
                         keys = [digests[i] for i in absolute]
                         for b, writer in writers.items():
                             writer.add(keys, vectors[b], **samples)
+                    if twins:
+                        copies = [(k, t) for k, i in enumerate(absolute)
+                                  for t in twins.get(int(i), ())]
+                        if copies:
+                            source_rows, extra = map(list, zip(*copies))
+                            vectors = {b: np.concatenate([v, v[source_rows]])
+                                       for b, v in vectors.items()}
+                            absolute = np.concatenate([absolute, np.asarray(extra, np.int64)])
+                    for b in names:
+                        rows[absolute, columns[b]] = vectors[b]
                     done.append(absolute)
-                bar.update(len(absolute) + len(batch_errors))
+                bar.update(len(absolute) + len(batch_failures))
+                if failed:
+                    first = min(failed, key=lambda e: e.index)
+                    raise _unreadable(source, first, stored=bool(writers))
     finally:
         bar.close()
     errors.sort(key=lambda e: e.index)
@@ -248,6 +279,42 @@ def cached_features(source: ImageSource, compute: ComputeFn, *, configs: Mapping
     return FeatureExtraction(features, indices, errors, n_computed=len(computed),
                              n_reused=n_reused, seconds=time.perf_counter() - started,
                              blocks=columns, digests=digests)
+
+
+def _first_of_each_digest(missing: np.ndarray, digests: list[str | None]
+                          ) -> tuple[np.ndarray, dict[int, list[int]]]:
+    """The inputs to compute (one per digest), and the later inputs sharing each one's digest.
+
+    Inputs without a digest (no store, or unreadable when hashed) are all computed.
+
+    Examples
+    --------
+    >>> todo, twins = _first_of_each_digest(np.arange(5), ["a", "b", "a", None, "a"])
+    >>> todo.tolist(), twins
+    ([0, 1, 3], {0: [2, 4]})
+    """
+    first: dict[str, int] = {}
+    twins: dict[int, list[int]] = {}
+    todo = []
+    for i in missing.tolist():
+        d = digests[i] if digests else None
+        if d is None or d not in first:
+            if d is not None:
+                first[d] = i
+            todo.append(i)
+        else:
+            twins.setdefault(first[d], []).append(i)
+    return np.asarray(todo, dtype=np.int64), twins
+
+
+def _unreadable(source: ImageSource, error: InputError, *, stored: bool) -> ValueError:
+    """The error for an unreadable input under ``on_error="raise"`` (naming it, with a hint)."""
+    hint = f"pass {option('on_error', 'skip')} to skip unreadable inputs"
+    if stored:
+        hint += "; the vectors computed so far are in the store"
+    if source.kind == "files":
+        return ImageDecodeError(error.source, error.reason, hint=hint)
+    return ValueError(f"cannot read input {error.source!r}: {error.reason} ({hint})")
 
 
 def _stored(store: FeatureStore, configs: Mapping[str, dict], digests: list[str | None]
@@ -334,22 +401,47 @@ def _record_moves(store: FeatureStore, configs: Mapping[str, dict], source: Imag
 
 
 def write_error_manifest(path: str | os.PathLike, errors: Sequence[InputError]) -> Path:
-    """Write unreadable inputs as a CSV of ``path,reason`` (atomically).
+    """Write unreadable inputs as a UTF-8 CSV of ``path,reason`` (atomically).
+
+    A file name that is not valid UTF-8 (``os.listdir`` gives it with surrogate escapes) is
+    written with its undecodable bytes as ``\\xNN``: ``os.fsencode(name)`` decoded with
+    ``backslashreplace``, so the manifest is always written and names every file.
 
     Examples
     --------
     >>> import tempfile
     >>> p = write_error_manifest(tempfile.mkdtemp() + "/errors.csv",
-    ...                          [InputError(3, "a/b.png", "truncated")])
+    ...                          [InputError(3, "a/b.png", "truncated"),
+    ...                           InputError(4, os.fsdecode(b"bad\\xff.png"), "empty file")])
     >>> p.read_text().splitlines()
-    ['path,reason', 'a/b.png,truncated']
+    ['path,reason', 'a/b.png,truncated', 'bad\\\\xff.png,empty file']
     """
     path = Path(path)
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\n")
     out.writerow(["path", "reason"])
     for e in errors:
-        out.writerow([e.source, e.reason])
+        out.writerow([_printable(e.source), _printable(e.reason)])
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, [buf.getvalue().encode()], new_writer_id())
     return path
+
+
+def _printable(text: str) -> str:
+    """``text`` encodable as UTF-8: bytes that a file name's surrogate escapes stand for
+    become ``\\xNN``; any other lone surrogate its ``\\udNNN`` escape.
+
+    Examples
+    --------
+    >>> _printable("ok.png"), _printable(os.fsdecode(b"\\xff.png"))
+    ('ok.png', '\\\\xff.png')
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    except UnicodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")

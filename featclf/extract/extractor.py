@@ -14,21 +14,17 @@ after it with ``GridSearchCV``, pickle the fitted pipeline.
 
 from __future__ import annotations
 
-import copy
-import math
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from numbers import Integral
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._set_output import _get_output_config
 from sklearn.utils.validation import check_is_fitted
 
-from featclf.data.inputs import as_image_source, device_batches
+from featclf.data.inputs import as_image_source, check_image_shape, device_batches
 from featclf.data.sources import ImageSource, InputError, SkippedImagesWarning
 from featclf.data.transforms import (
     CastToFloat32,
@@ -36,7 +32,14 @@ from featclf.data.transforms import (
     ScaleToUnit,
     describe_preprocess,
 )
-from featclf.devices import PRECISIONS, resolve_precision
+from featclf.extract._params import (
+    PARAMETER_CONSTRAINTS,
+    clone_sharing,
+    restore_runner,
+    square_text,
+    untrained_warning,
+    values_as_given,
+)
 from featclf.extract.cached import FeatureExtraction, cached_features
 from featclf.extract.layers import (
     PENULTIMATE,
@@ -47,8 +50,7 @@ from featclf.extract.layers import (
 )
 from featclf.inference import BatchRunner, resolve_batch_size
 from featclf.models import Network, load_network
-from featclf.models.head import POOLINGS
-from featclf.params import Interval, StrOptions, check_params
+from featclf.params import check_params
 from featclf.store import FeatureStore
 
 __all__ = [
@@ -63,20 +65,6 @@ __all__ = [
 #: Version of the way featclf turns images into vectors. Part of every cache key, so that a
 #: change in how features are computed (not only in the model) never serves stale vectors.
 FEATURE_FORMAT_VERSION = 1
-
-
-def _fitted_network(model) -> Network | None:
-    """The network a fitted estimator given as ``model=`` holds (``network_``), else None.
-
-    Examples
-    --------
-    >>> _fitted_network("lenet5") is None
-    True
-    """
-    if isinstance(model, torch.nn.Module):
-        return None
-    network = getattr(model, "network_", None)
-    return network if isinstance(network, Network) and network.module is not None else None
 
 
 class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
@@ -97,8 +85,12 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
     weights : None, str, path-like or dict, default=None
         A ``.pt``/``.pth``/``.safetensors`` file (read with ``weights_only=True``), a state
         dict, or with a torchvision model name a weights name such as ``"DEFAULT"``. None keeps
-        a given network's weights; for a model name it means random weights from a fixed seed
-        (0), so every fit builds the same network (``"random"`` says so explicitly).
+        a given network's weights; for a torchvision model name it means its pretrained
+        ``DEFAULT`` weights. ``"random"``: random weights from a fixed seed (0), so every fit
+        builds the same network. The seed networks (``lenet5``, ``seed_cnn``) have no
+        pretrained weights: by name without trained weights they are random, and ``fit`` warns
+        (:class:`~featclf.models.network.UntrainedWeightsWarning`) unless ``"random"`` was
+        asked for.
     layer : str, list of str or None, default=None
         None (or ``"penultimate"``): the input of the final classification layer (84 values
         for ``lenet5``, 512 for ``resnet18``, 2048 for ``resnet50``, fc7's 4096 for ``vgg16``).
@@ -110,13 +102,15 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         How a layer's ``(C, H, W)`` maps become vectors: spatial mean or max (``d = C``), or all
         values (``d = C*H*W``). Vectors (such as the penultimate features) pass unchanged.
     preprocess : "auto", None, ImagePreprocess or callable, default="auto"
-        ``"auto"``: uint8 images and image files get the network's own preprocessing
-        (``network_.preprocess``: the checkpoint's, the torchvision weights' ``transforms()``
-        or the architecture's); for an ``nn.Module`` featclf knows nothing about, only uint8 →
-        float ``[0, 1]`` (:class:`ScaleToUnit`). Float ``(n, C, H, W)`` arrays and tensors
-        count as model-ready and pass unchanged. None: every input reaches the network as it
-        is but for the dtype (float32). An :class:`~featclf.data.ImagePreprocess` or a callable
-        on ``(N, C, H, W)`` tensors is applied to every input, model-ready floats included.
+        ``"auto"``: every image gets the network's own preprocessing (``network_.preprocess``:
+        the checkpoint's, the torchvision weights' ``transforms()`` or the architecture's); for
+        an ``nn.Module`` featclf knows nothing about, only pixels → float ``[0, 1]``
+        (:class:`ScaleToUnit`). Float arrays count as intensities in ``[0, 1]`` (``ToTensor()``
+        output) and give the same features as their ``uint8`` twins; other float values are
+        refused (:mod:`featclf.data.inputs` says what each input means). None: the input is
+        model-ready and reaches the network as it is but for the dtype (float32). An
+        :class:`~featclf.data.ImagePreprocess` applies to every image like ``"auto"``; any
+        other callable on ``(N, C, H, W)`` tensors gets the values as given.
     device : str or torch.device, default="auto"
         ``"auto"``: CUDA when available, else the CPU; or ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
     precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
@@ -146,6 +140,11 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         at least twice the resize target: much faster on camera photos. The pixels differ
         slightly from a full decode, so their stored vectors are kept apart. Needs an
         :class:`~featclf.data.ImagePreprocess`; other inputs ignore it.
+    image_shape : (int, int), (int, int, int) or None, default=None
+        ``(H, W)`` or ``(H, W, C)`` of the rows of a 2-D ``X`` (scikit-learn's
+        ``(n_samples, n_features)``: each row one image flattened with its channels last); one
+        side may be -1, inferred from the width. None: 2-D rows are square grey images
+        ``(n, s*s)``. Other inputs carry their own shape.
 
     Attributes
     ----------
@@ -166,7 +165,7 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
     model_fingerprint_ : str
         Digest of the network's class and every weight: part of the cache key.
     preprocess_ : callable
-        The preprocessing applied to images that are not model-ready.
+        The preprocessing applied to every image.
     device_, precision_, channels_last_ : torch.device, str, bool
         Where and how the network runs; it moves to ``device_`` when features are first
         computed, so a call answered from the store runs no network at all.
@@ -175,7 +174,7 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
     runner_ : featclf.inference.BatchRunner
         Runs ``feature_model_`` over batches.
     n_features_in_ : int
-        Only when ``fit`` was given flattened square images ``(n, s*s)``: ``s*s``, and
+        Only when ``fit`` was given rows of flattened images ``(n, k)``: ``k``, and
         ``transform`` refuses 2-D arrays of another width.
 
     See Also
@@ -188,12 +187,13 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
     >>> from featclf.data import load_mnist5k
     >>> from featclf.extract import DeepFeatureExtractor
     >>> X, y = load_mnist5k(return_X_y=True)
-    >>> ext = DeepFeatureExtractor("lenet5").fit()      # random weights, fixed seed
+    >>> ext = DeepFeatureExtractor("lenet5", weights="random").fit()  # untrained, seed 0
     >>> ext.transform(X[:8]).shape
     (8, 84)
     >>> ext.get_feature_names_out()[:2]
     array(['lenet5_f0', 'lenet5_f1'], dtype=object)
-    >>> DeepFeatureExtractor("lenet5", layer="c3", pooling="max").fit_transform(X[:8]).shape
+    >>> DeepFeatureExtractor("lenet5", "random", layer="c3", pooling="max").fit_transform(
+    ...     X[:8]).shape
     (8, 16)
 
     In a scikit-learn pipeline:
@@ -201,29 +201,18 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
     >>> from sklearn.pipeline import make_pipeline
     >>> from sklearn.preprocessing import StandardScaler
     >>> from sklearn.svm import LinearSVC
-    >>> pipe = make_pipeline(DeepFeatureExtractor("lenet5"), StandardScaler(), LinearSVC())
+    >>> pipe = make_pipeline(DeepFeatureExtractor("lenet5", weights="random"), StandardScaler(),
+    ...                      LinearSVC())
     >>> pipe.fit(X[::10], y[::10]).score(X[5::10], y[5::10]) > 0.5
     True
     """
 
-    _parameter_constraints: dict = {
-        "layer": [None, str, list, tuple],
-        "pooling": [StrOptions(set(POOLINGS))],
-        "preprocess": [StrOptions({"auto"}), None, callable],
-        "device": [str, torch.device],
-        "precision": [StrOptions(set(PRECISIONS))],
-        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
-        "num_workers": [Interval(Integral, 0, None, closed="left")],
-        "store": [None, str, os.PathLike, FeatureStore],
-        "on_error": [StrOptions({"raise", "skip"})],
-        "progress": ["boolean"],
-        "compile": ["boolean"],
-        "jpeg_draft": ["boolean"],
-    }
+    _parameter_constraints: dict = PARAMETER_CONSTRAINTS
 
     def __init__(self, model, weights=None, layer=None, pooling="avg", preprocess="auto",
                  device="auto", precision="auto", batch_size="auto", num_workers=0, store=None,
-                 on_error="raise", progress=False, compile=False, jpeg_draft=False):
+                 on_error="raise", progress=False, compile=False, jpeg_draft=False,
+                 image_shape=None):
         self.model = model
         self.weights = weights
         self.layer = layer
@@ -238,11 +227,12 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         self.progress = progress
         self.compile = compile
         self.jpeg_draft = jpeg_draft
+        self.image_shape = image_shape
 
     # ------------------------------------------------------------------ scikit-learn plumbing
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = True  # (n, s*s): flattened square grey images
+        tags.input_tags.two_d_array = True  # rows of flattened images (see image_shape)
         tags.input_tags.three_d_array = True  # (n, H, W) grey images
         tags.input_tags.allow_nan = False
         tags.requires_fit = True  # fit builds the network
@@ -252,36 +242,12 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         return tags
 
     def __sklearn_clone__(self):
-        # sklearn's clone would reset a fitted estimator given as model= (it clones parameters
-        # that are estimators), leaving nothing to extract with, and deep-copy a store object.
-        # Both are sources to read from, like a weights file, so the clone shares them.
-        shared = {}
-        if _fitted_network(self.model) is not None:
-            shared["model"] = self.model
-        if self.store is not None and not isinstance(self.store, str | os.PathLike):
-            shared["store"] = self.store
-        if not shared:
-            return super().__sklearn_clone__()
-        params = {name: shared[name] if name in shared else clone(value, safe=False)
-                  for name, value in self.get_params(deep=False).items()}
-        new = type(self)(**params)
-        for attr in ("_metadata_request", "_sklearn_output_config", "_skl_callbacks"):
-            if hasattr(self, attr):  # what BaseEstimator.__sklearn_clone__ carries over
-                value = getattr(self, attr)
-                setattr(new, attr, value if attr == "_skl_callbacks" else copy.deepcopy(value))
-        return new
+        new = clone_sharing(self)  # a fitted model= and a store object are shared
+        return super().__sklearn_clone__() if new is None else new
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        runner = self.__dict__.get("runner_")
-        if runner is not None:
-            # torch.fx graph modules (layer="...") do not keep eval mode through every copy.
-            runner.module.eval()
-            if (runner.device.type == "cuda" and not torch.cuda.is_available()
-                    and self.device == "auto"):
-                # Fitted on a GPU machine, loaded on one without: "auto" means the CPU here.
-                runner.device = torch.device("cpu")
-                runner.precision = resolve_precision(self.precision, runner.device)
+        restore_runner(self.__dict__.get("runner_"), self.device, self.precision)
 
     # ------------------------------------------------------------------ fitted state
     @property
@@ -331,7 +297,8 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         ----------
         X : images, optional
             Not needed. When given it is validated; it fixes ``n_features_out_`` for networks
-            without a known input size, and ``n_features_in_`` when it is a 2-D array.
+            without a known input size, and ``n_features_in_`` when it is rows of flattened
+            images.
         y : ignored
             Accepted for pipelines.
 
@@ -343,8 +310,10 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         check_params(self._parameter_constraints, self.get_params(deep=False),
                      type(self).__name__)
         blocks = block_names(self.layer)
-        source = as_image_source(X) if X is not None else None
+        check_image_shape(self.image_shape)
+        source = self._source(X) if X is not None else None
         network = load_network(self.model, self.weights, seed=0)
+        untrained_warning(network, network.arch, stacklevel=2)
         features = layer_feature_model(network.module, blocks, head=network.head,
                                        pooling=self.pooling).to("cpu")
         # The feature model holds (a copy of) the weights; the extractor keeps the description,
@@ -358,12 +327,18 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         self.feature_blocks_ = self._probe_widths(blocks, source)
         widths = list(self.feature_blocks_.values())
         self.n_features_out_ = None if None in widths else int(sum(widths))
-        shape = getattr(X, "shape", None)
-        if shape is not None and len(shape) == 2:
-            self.n_features_in_ = int(shape[1])
+        width = getattr(source, "row_width", None)
+        if width is not None:
+            self.n_features_in_ = int(width)
         elif hasattr(self, "n_features_in_"):
             del self.n_features_in_
         return self
+
+    def _source(self, X) -> ImageSource:
+        """``X`` as an image source; floats are pixel intensities unless ``preprocess`` takes
+        values as given (None, or a callable of the user's own)."""
+        return as_image_source(X, image_shape=self.image_shape,
+                               model_ready=values_as_given(self.preprocess))
 
     def _probe_widths(self, blocks: list[str], source: ImageSource | None
                       ) -> dict[str, int | None]:
@@ -371,9 +346,8 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         network = self.network_
         if blocks == [PENULTIMATE] and network.feature_dim is not None:
             return {PENULTIMATE: int(network.feature_dim)}
-        preprocess = self._preprocess_for(source) if source is not None else self.preprocess_
-        if source is not None and (source.model_ready or not isinstance(preprocess,
-                                                                          ImagePreprocess)):
+        preprocess = self.preprocess_
+        if source is not None and not isinstance(preprocess, ImagePreprocess):
             batch = next(source.subset([0]).iter_batches(batch_size=1, preprocess=preprocess,
                                                           on_error="skip"))
             probe = batch.images if len(batch.indices) else None
@@ -386,12 +360,6 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         return probe_widths(self.feature_model_, blocks, self.runner_.layout(probe.float()))
 
     # ------------------------------------------------------------------ transform
-    def _preprocess_for(self, source: ImageSource | None) -> Callable | None:
-        """The preprocessing that images of ``source`` get (None: model-ready, left alone)."""
-        if source is not None and source.model_ready and isinstance(self.preprocess, str):
-            return None
-        return self.preprocess_
-
     def _jpeg_draft_side(self, preprocess: Callable | None) -> int | None:
         """Smallest side a reduced-scale JPEG decode may give (None: decode at full size)."""
         if not self.jpeg_draft or not isinstance(preprocess, ImagePreprocess):
@@ -404,7 +372,7 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         if expected is not None and shape is not None and len(shape) == 2 and \
                 shape[1] != expected:
             raise ValueError(f"X has {shape[1]} features, but {type(self).__name__} is expecting "
-                             f"{expected} features as input (flattened {_square_text(expected)} "
+                             f"{expected} features as input (flattened {square_text(expected)} "
                              "images, as in fit)")
 
     def iter_features(self, X) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray],
@@ -430,14 +398,15 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
 
         Examples
         --------
-        >>> ext = DeepFeatureExtractor("lenet5", layer=["c5", "penultimate"], batch_size=4).fit()
+        >>> ext = DeepFeatureExtractor("lenet5", "random", layer=["c5", "penultimate"],
+        ...                            batch_size=4).fit()
         >>> [{k: v.shape for k, v in out.items()} for _, out, _ in ext.iter_features(
         ...     np.zeros((6, 28, 28), np.uint8))]
         [{'c5': (4, 120), 'penultimate': (4, 84)}, {'c5': (2, 120), 'penultimate': (2, 84)}]
         """
         check_is_fitted(self, "runner_")
-        source = as_image_source(X)
-        preprocess = self._preprocess_for(source)
+        source = self._source(X)
+        preprocess = self.preprocess_
         batch_size = self.batch_size_
         batches, finish = device_batches(source, preprocess, batch_size=batch_size,
                                          num_workers=int(self.num_workers),
@@ -460,8 +429,8 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : images or ImageSource, optional
-            The preprocessing entry describes what images of this kind get (model-ready float
-            arrays get none under ``preprocess="auto"``). Default: uint8 images and files.
+            The images: files decoded at reduced scale (``jpeg_draft``) have their own
+            configuration. Default: in-memory images.
 
         Returns
         -------
@@ -472,13 +441,13 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
 
         Examples
         --------
-        >>> cfg = DeepFeatureExtractor("lenet5").fit().cache_configs_()["penultimate"]
+        >>> cfg = DeepFeatureExtractor("lenet5", "random").fit().cache_configs_()["penultimate"]
         >>> cfg["layer"], cfg["pooling"], cfg["precision"], cfg["preprocess"]["size"]
         ('penultimate', 'avg', 'fp32', [28, 28])
         """
         check_is_fitted(self, "runner_")
-        source = as_image_source(X) if X is not None else None
-        preprocess = self._preprocess_for(source)
+        source = self._source(X) if X is not None else None
+        preprocess = self.preprocess_
         common = {
             "format": FEATURE_FORMAT_VERSION,
             "model": self.model_fingerprint_,
@@ -496,7 +465,7 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
 
         Examples
         --------
-        >>> DeepFeatureExtractor("lenet5", layer="c5").fit().cache_config_()["layer"]
+        >>> DeepFeatureExtractor("lenet5", "random", layer="c5").fit().cache_config_()["layer"]
         'c5'
         """
         configs = self.cache_configs_(X)
@@ -504,6 +473,18 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
             raise ValueError(f"this extractor has {len(configs)} layers {list(configs)}; use "
                              "cache_configs_() for one configuration per layer")
         return next(iter(configs.values()))
+
+    def about_(self) -> dict[str, str]:
+        """What the store shows about this extractor's configurations: model and weights.
+
+        Examples
+        --------
+        >>> DeepFeatureExtractor("lenet5", weights="random").fit().about_()
+        {'model': 'lenet5', 'weights': 'random weights (seed 0)'}
+        """
+        check_is_fitted(self, "runner_")
+        model = self.model_name_ or type(self.feature_model_).__name__
+        return {"model": model, "weights": self.network_.weights.description}
 
     def _store(self) -> FeatureStore | None:
         if self.store is None or isinstance(self.store, FeatureStore):
@@ -516,8 +497,9 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : images
-            Arrays ``(n, H, W)``, ``(n, H, W, C)``, ``(n, C, H, W)``, ``(n, s*s)``, tensors, a
-            list or Series of image paths, or ``image_files(...)``.
+            Anything :func:`~featclf.data.as_image_source` takes: arrays and tensors (one
+            image ``(H, W[, C])`` or many), PIL images, paths, a folder, a list, Series or
+            one-column DataFrame of paths, a ``torch.utils.data.Dataset``, ``image_files(...)``.
 
         Returns
         -------
@@ -527,7 +509,7 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
 
         Examples
         --------
-        >>> ext = DeepFeatureExtractor("lenet5").fit()
+        >>> ext = DeepFeatureExtractor("lenet5", weights="random").fit()
         >>> out = ext.extract(np.zeros((3, 28, 28), np.uint8))
         >>> out.features.shape, out.indices.tolist(), out.n_computed, out.errors
         ((3, 84), [0, 1, 2], 3, [])
@@ -535,12 +517,12 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "runner_")
         started = time.perf_counter()
         self._check_width(X)
-        source = as_image_source(X)
+        source = self._source(X)
         result = cached_features(source, self.iter_features,
                                  configs=self.cache_configs_(source), store=self._store(),
                                  on_error=self.on_error, progress=self.progress,
                                  desc=f"features {self.model_name_ or 'network'}",
-                                 widths=self.feature_blocks_)
+                                 widths=self.feature_blocks_, about=self.about_())
         result.seconds = time.perf_counter() - started
         return result
 
@@ -604,9 +586,3 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
                              "some images or pass preprocess=ImagePreprocess(size=...)")
         return feature_names(self.model_name_ or "deepfeat", self.feature_blocks_,
                              named=len(self.feature_blocks_) > 1 or self.layer is not None)
-
-
-def _square_text(width: int) -> str:
-    """``"28x28"`` for 784: how a flattened square image's width reads in messages."""
-    side = math.isqrt(width)
-    return f"{side}x{side}" if side * side == width else f"{width}-pixel"

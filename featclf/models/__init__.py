@@ -12,11 +12,19 @@ Examples
 """
 
 from featclf.models.head import feature_model, find_head, layer_names
-from featclf.models.network import Network, WeightsSource, get_model, load_network
+from featclf.models.network import (
+    Network,
+    UntrainedWeightsWarning,
+    WeightsSource,
+    get_model,
+    load_network,
+)
 from featclf.models.registry import ModelSpec, get_model_spec, list_models, register_model
 from featclf.models.seed import LeNet5, SeedCNN  # importing seed registers lenet5, seed_cnn
 from featclf.models.weights import (
     Checkpoint,
+    CheckpointError,
+    MissingWeightsError,
     WeightsError,
     read_checkpoint,
     save_checkpoint,
@@ -24,10 +32,13 @@ from featclf.models.weights import (
 
 __all__ = [
     "Checkpoint",
+    "CheckpointError",
     "LeNet5",
+    "MissingWeightsError",
     "ModelSpec",
     "Network",
     "SeedCNN",
+    "UntrainedWeightsWarning",
     "WeightsError",
     "WeightsSource",
     "feature_model",

@@ -7,6 +7,12 @@ weights came from (:class:`WeightsSource`), what its images must look like (``pr
 which layer is its head, and a fingerprint of its class and weights that is the same however the
 network was given: by name, checkpoint file, state dict, module or fitted classifier.
 
+A torchvision architecture given by name gets its pretrained ``DEFAULT`` weights unless
+``weights="random"`` asks for random ones; featclf's seed networks (``lenet5``, ``seed_cnn``)
+have no pretrained weights, so they start random. :attr:`WeightsSource.explicit` tells random
+weights that were asked for from random weights by default, which an extractor warns about
+(:class:`UntrainedWeightsWarning`).
+
 Preprocessing belongs to the weights, as torchvision's ``Weights.transforms()`` does: a featclf
 checkpoint's metadata names its recipe, torchvision weights bring theirs, and random weights
 (or weights that name none) get the architecture's registered recipe (MNIST statistics at 28x28
@@ -34,20 +40,29 @@ from featclf.models.head import find_head, replace_head
 from featclf.models.registry import ModelSpec, get_model_spec, is_model_name
 from featclf.models.weights import (
     Checkpoint,
+    CheckpointError,
     WeightsError,
+    has_torchvision_weights,
     load_state_dict_checked,
     looks_like_weight_file,
     read_checkpoint,
+    torchvision_cache_file,
     torchvision_preprocess,
     torchvision_state_dict,
     torchvision_weights,
 )
 from featclf.params import Interval, check_params
 
-__all__ = ["WEIGHTS_KINDS", "Network", "WeightsSource", "get_model", "load_network"]
+__all__ = ["WEIGHTS_KINDS", "Network", "UntrainedWeightsWarning", "WeightsSource", "get_model",
+           "load_network"]
 
 #: Where a network's weights can come from (``WeightsSource.kind``).
-WEIGHTS_KINDS = ("random", "torchvision", "file", "state_dict", "module", "trained")
+WEIGHTS_KINDS = ("pretrained", "file", "trained", "random", "module")
+
+
+class UntrainedWeightsWarning(UserWarning):
+    """Features are computed with random weights the user did not ask for (a seed network used
+    untrained); pass ``weights="random"`` to say that is meant, or trained weights."""
 
 
 @dataclass(frozen=True)
@@ -56,29 +71,35 @@ class WeightsSource:
 
     Attributes
     ----------
-    kind : {"random", "torchvision", "file", "state_dict", "module", "trained"}
-        ``"module"``: the weights of a module given as it was; ``"trained"``: trained by a
-        featclf estimator (``SoftmaxClassifier.network_``).
+    kind : {"pretrained", "file", "trained", "random", "module"}
+        ``"pretrained"``: torchvision's published weights; ``"file"``: a weights file;
+        ``"trained"``: trained by a featclf estimator (``SoftmaxClassifier.network_``);
+        ``"random"``: random initialisation; ``"module"``: weights handed over in memory (a
+        module used as it was, or a state dict).
     description : str
-        For logs and reports, e.g. ``"random weights (seed 0)"``,
+        For summaries, stores and reports, e.g. ``"random weights (seed 0)"``,
         ``"torchvision ResNet18_Weights.IMAGENET1K_V1"``, ``"file /x/w.pt (xxh3 1a2b3c4d)"``.
+    explicit : bool, default=False
+        True when the caller asked for random weights (``weights="random"``); False for random
+        weights that a seed network gets by default, which extractors warn about.
 
     Examples
     --------
     >>> WeightsSource("random", "random weights (seed 0)").to_dict()
-    {'kind': 'random', 'description': 'random weights (seed 0)'}
+    {'kind': 'random', 'description': 'random weights (seed 0)', 'explicit': False}
     """
 
     kind: str
     description: str
+    explicit: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in WEIGHTS_KINDS:
             raise ValueError(f"WeightsSource: kind={self.kind!r} is not one of {WEIGHTS_KINDS}")
 
     def to_dict(self) -> dict:
-        """JSON-able ``{"kind": ..., "description": ...}``."""
-        return {"kind": self.kind, "description": self.description}
+        """JSON-able ``{"kind": ..., "description": ..., "explicit": ...}``."""
+        return {"kind": self.kind, "description": self.description, "explicit": self.explicit}
 
 
 @dataclass(frozen=True, eq=False)
@@ -171,6 +192,10 @@ def _random_draws(seed: int | None) -> Iterator[None]:
         yield
 
 
+def _is_random(weights: Any) -> bool:
+    return isinstance(weights, str) and weights == "random"
+
+
 def _random_description(seed: int | None) -> str:
     return f"random weights (seed {seed})" if seed is not None else \
         "random weights (global RNG)"
@@ -206,8 +231,8 @@ def _check_checkpoint_arch(meta: dict | None, path: str, arch: str | None) -> No
     """Refuse a featclf checkpoint saved for another architecture than ``arch``."""
     stored = (meta or {}).get("model")
     if arch is not None and stored not in (None, arch):
-        raise WeightsError(f"weights={path!r} is a checkpoint of model {stored!r}, not "
-                           f"{arch!r}; pass model={path!r} alone to use it")
+        raise CheckpointError(f"weights={path!r} is a checkpoint of model {stored!r}, not "
+                              f"{arch!r}; pass model={path!r} alone to use it")
 
 
 def _meta_preprocess(meta: dict | None) -> ImagePreprocess | None:
@@ -232,7 +257,7 @@ def _read_weights(weights: Any, arch: str | None) -> _Weights:
     if isinstance(weights, Mapping):
         state = dict(weights)
         return _Weights(state, WeightsSource(
-            "state_dict", f"the given state dict (xxh3 {digest_state_dict(state)[:8]})"),
+            "module", f"the given state dict (xxh3 {digest_state_dict(state)[:8]})"),
             "the given state dict")
     if looks_like_weight_file(weights):
         weights = read_checkpoint(weights)
@@ -252,9 +277,11 @@ def _read_weights(weights: Any, arch: str | None) -> _Weights:
                            f"{arch!r} has no torchvision weights; pass the path of a "
                            ".pt/.safetensors file")
     member = torchvision_weights(arch, weights)
-    where = f"torchvision {type(member).__name__}.{member.name}"
-    return _Weights(torchvision_state_dict(arch, member), WeightsSource("torchvision", where),
-                    where, preprocess=torchvision_preprocess(arch, member))
+    described = f"torchvision {type(member).__name__}.{member.name}"
+    state = torchvision_state_dict(arch, member)
+    return _Weights(state, WeightsSource("pretrained", described),
+                    f"{described} ({torchvision_cache_file(arch, member)})",
+                    preprocess=torchvision_preprocess(arch, member))
 
 
 def _resized(network: Network, num_classes: int | None, seed: int | None,
@@ -276,17 +303,24 @@ def _resized(network: Network, num_classes: int | None, seed: int | None,
 
 def _from_name(name: str, weights: Any, num_classes: int | None, seed: int | None) -> Network:
     spec: ModelSpec = get_model_spec(name)
-    if weights is None or (isinstance(weights, str) and weights == "random"):
+    if weights is None and spec.source == "torchvision" and has_torchvision_weights(name):
+        weights = "DEFAULT"  # a torchvision architecture means its published weights
+    if weights is None or _is_random(weights):
         with _random_draws(seed):
             module = spec.builder(num_classes or spec.num_classes)
-        return Network(module.eval(), name, WeightsSource("random", _random_description(seed)),
-                       spec.preprocess, spec.head, _feature_dim(module, spec.head))
+        source = WeightsSource("random", _random_description(seed), explicit=_is_random(weights))
+        return Network(module.eval(), name, source, spec.preprocess, spec.head,
+                       _feature_dim(module, spec.head))
     given = _read_weights(weights, name)
     head = (given.metadata or {}).get("head") or spec.head
     stored = _stored_classes(given.state, head) or spec.num_classes
     with _random_draws(seed):  # the builder's initial draws are overwritten, but they are draws
         module = spec.builder(stored)
     load_state_dict_checked(module, given.state, source=given.where)
+    if given.source.kind == "pretrained" and hasattr(module, "transform_input"):
+        # googlenet/inception_v3: torchvision's weights expect their inputs re-normalised, as
+        # its builders set whenever weights are given.
+        module.transform_input = True
     network = Network(module.eval(), name, given.source, given.preprocess or spec.preprocess,
                       head, _feature_dim(module, head), given.metadata)
     return _resized(network, num_classes, seed, copied=True)
@@ -300,14 +334,14 @@ def _from_checkpoint(path: str | os.PathLike, weights: Any, num_classes: int | N
     ck = read_checkpoint(path)
     name = (ck.metadata or {}).get("model")
     if ck.metadata is not None and not name:
-        raise WeightsError(f"{ck.path}: this checkpoint holds a custom nn.Module, not a zoo "
-                           "model (its metadata names no architecture), so featclf cannot "
-                           "rebuild it: build your module, then load_network(module, "
-                           f"weights={ck.path!r})")
+        raise CheckpointError(f"{ck.path}: this checkpoint holds a custom nn.Module, not a zoo "
+                              "model (its metadata names no architecture), so featclf cannot "
+                              "rebuild it: build your module, then load_network(module, "
+                              f"weights={ck.path!r})")
     if not name:
-        raise WeightsError(f"{ck.path}: this file has no featclf metadata naming its "
-                           "architecture (a bare state dict); pass the architecture and the "
-                           f"file separately: model='<name>', weights={ck.path!r}")
+        raise CheckpointError(f"{ck.path}: this file has no featclf metadata naming its "
+                              "architecture (a bare state dict); pass the architecture and the "
+                              f"file separately: model='<name>', weights={ck.path!r}")
     return _from_name(name, ck, num_classes, seed)
 
 
@@ -332,12 +366,12 @@ def _with_weights(network: Network, weights: Any, num_classes: int | None,
     """``network`` itself when ``weights`` is None, else a copy with those weights loaded."""
     if weights is None:
         return _resized(network, num_classes, seed, copied=False)
-    if isinstance(weights, str) and weights == "random":
+    if _is_random(weights):
         if network.arch is None:
             raise WeightsError("weights='random' needs an architecture to draw from: pass a "
                                "model name, e.g. model='resnet18', weights='random'")
         classes = num_classes or _head_outputs(network.module, network.head)
-        return _from_name(network.arch, None, classes, seed)
+        return _from_name(network.arch, "random", classes, seed)
     given = _read_weights(weights, network.arch)
     module = copy.deepcopy(network.module).to("cpu")  # the given module stays as it was
     load_state_dict_checked(module, given.state, source=given.where)
@@ -369,11 +403,15 @@ def load_network(model: Any, weights: Any = None, *, num_classes: int | None = N
         for); a :class:`Network` (returned as it is, under the same condition); or a fitted
         estimator exposing its ``network_`` (a fitted ``SoftmaxClassifier``).
     weights : None, "random", str, path-like, state dict, Checkpoint or torchvision weights
-        None: a given network keeps its weights, a name gets random weights. ``"random"``:
-        random weights of the architecture. A ``.pt``/``.pth``/``.safetensors`` file (read with
+        None: a given network keeps its weights; a torchvision name gets its pretrained
+        ``DEFAULT`` weights (as ``"DEFAULT"``); ``lenet5``/``seed_cnn``, which have no
+        pretrained weights, get random ones. ``"random"``: random weights of the architecture,
+        asked for (``weights.explicit``). A ``.pt``/``.pth``/``.safetensors`` file (read with
         ``weights_only=True``) or a :class:`Checkpoint`; a featclf checkpoint saved for another
         architecture is refused. A state dict. With a torchvision architecture, a torchvision
-        weights name (``"DEFAULT"``, ``"IMAGENET1K_V1"``) or enum member, downloaded when online.
+        weights name (``"DEFAULT"``, ``"IMAGENET1K_V1"``) or enum member: read from torch's
+        cache (``torch.hub.get_dir()/checkpoints``), downloaded there when missing unless the
+        environment variable ``FEATCLF_OFFLINE=1`` forbids it.
     num_classes : int, optional
         Outputs of the head. Default: as many as the weights have, else the architecture's
         default. When it differs, the head is replaced by a fresh ``nn.Linear`` (for
@@ -392,15 +430,18 @@ def load_network(model: Any, weights: Any = None, *, num_classes: int | None = N
     ValueError
         Unknown names (close ones suggested), objects that are not networks, an unfitted
         estimator. :class:`WeightsError` (a ValueError) for weights that cannot be read, do
-        not fit, or are a checkpoint of another architecture.
+        not fit, or are a checkpoint of another architecture; its :class:`CheckpointError`
+        for damaged or foreign files, :class:`MissingWeightsError` for pretrained weights that
+        are neither cached nor downloadable (the message says where to put the file).
 
     Examples
     --------
     >>> net = load_network("lenet5", num_classes=3)
     >>> net.module(torch.zeros(1, 1, 28, 28)).shape, net.preprocess.output_size
     (torch.Size([1, 3]), (28, 28))
-    >>> load_network("resnet18").weights.description, load_network("resnet18").feature_dim
-    ('random weights (seed 0)', 512)
+    >>> rand = load_network("resnet18", "random")
+    >>> rand.weights.description, rand.weights.explicit, rand.feature_dim
+    ('random weights (seed 0)', True, 512)
     >>> load_network("lenet5").fingerprint == load_network("lenet5").fingerprint
     True
     >>> load_network(nn.Linear(4, 2)).weights.kind
@@ -432,8 +473,10 @@ def get_model(name: str, weights: Any = None, num_classes: int | None = None) ->
     name : str
         A name from :func:`list_models` (``include_torchvision=True`` for all).
     weights : None, str, path-like, state dict, or torchvision weights
-        As for :func:`load_network`; None: random initialisation from the global RNG (seed it
-        with ``torch.manual_seed`` for a reproducible network).
+        As for :func:`load_network`: None means a torchvision architecture's pretrained
+        ``DEFAULT`` weights and random ones for ``lenet5``/``seed_cnn``. Random weights (and a
+        new head) are drawn from the global RNG (seed it with ``torch.manual_seed`` for a
+        reproducible network).
     num_classes : int, optional
         Outputs of the head. Default: as many as the weights have, else the model's default.
         When it differs from the weights', the head is replaced by a new, random one.

@@ -24,11 +24,12 @@ import torch
 from torch import nn
 
 from featclf.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocess
-from featclf.models.head import find_head
+from featclf.models.head import find_head, layer_names
 from featclf.models.weights import torchvision_preprocess
 from featclf.params import Interval, check_params
 
-__all__ = ["ModelSpec", "get_model_spec", "is_model_name", "list_models", "register_model"]
+__all__ = ["ModelSpec", "architecture_layers", "get_model_spec", "is_model_name", "list_models",
+           "register_model"]
 
 
 @dataclass(frozen=True)
@@ -259,3 +260,25 @@ def get_model_spec(name: str) -> ModelSpec:
     close = difflib.get_close_matches(name, sorted(set(_REGISTRY) | _torchvision_names()), n=3)
     hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
     raise ValueError(f"unknown model {name!r}.{hint} See featclf.models.list_models()")
+
+
+def architecture_layers(name: str) -> list[str]:
+    """The graph node names of architecture ``name`` that ``layer=`` accepts, in execution order.
+
+    The network is built on the meta device (no weights allocated, drawn or downloaded), so
+    this is quick even for large architectures.
+
+    Examples
+    --------
+    >>> architecture_layers("lenet5")[:4]
+    ['x', 'pad', 'c1.0', 'c1.1']
+    >>> "layer4.1.relu_1" in architecture_layers("resnet18")
+    True
+    """
+    spec = get_model_spec(name)
+    try:
+        with torch.device("meta"):
+            module = spec.builder(spec.num_classes)
+    except (NotImplementedError, RuntimeError):  # a builder that computes with tensors
+        module = spec.builder(spec.num_classes)
+    return layer_names(module.eval())

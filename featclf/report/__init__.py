@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from featclf.comparison import Comparison
+from featclf.errors import option
 from featclf.report._plots import _plot_accuracy, _plot_c_curve, _plot_confusions
 from featclf.report._tables import (
     _DASH,
@@ -34,11 +35,12 @@ from featclf.report._tables import (
     _prepare,
     _setup_items,
     _verdict,
+    setup_summary,
     summary_table,
     verdict,
 )
 
-__all__ = ["SUMMARY_COLUMNS", "summary_table", "verdict", "write_report"]
+__all__ = ["SUMMARY_COLUMNS", "setup_summary", "summary_table", "verdict", "write_report"]
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 72rem;
@@ -68,6 +70,11 @@ def _blocks(
     ]
     blocks.append(("p", _verdict(df, config) or "No classifier results to compare."))
     blocks += [("h", 2, "Setup"), ("ul", _setup_items(df, config, comparison.classes))]
+    if comparison.skipped:
+        blocks += [("h", 2, "Skipped images"),
+                   ("p", f"{len(comparison.skipped)} image files could not be read and were "
+                    f"left out before the split ({option('on_error', 'skip')}):"),
+                   ("ul", [f"{path}: {reason}" for path, reason in comparison.skipped])]
     blocks.append(("h", 2, "Results"))
     intervals = ci_label.replace("CI", "bootstrap percentile intervals")
     method = (

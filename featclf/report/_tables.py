@@ -418,20 +418,67 @@ def _group_note(rows: pd.DataFrame) -> str | None:
     return text[0].upper() + text[1:]
 
 
+def _show(value: Any) -> str:
+    """A setup value as text: mappings as ``k=v``, sequences comma-separated."""
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={_show(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple | set):
+        return ", ".join(_show(v) for v in value)
+    return str(value)
+
+
 def _setup_items(df: pd.DataFrame, config: Mapping[str, Any], classes: Any) -> list[str]:
-    """The setup section: the config's entries, then the class list."""
-
-    def show(value: Any) -> str:
-        if isinstance(value, Mapping):
-            return ", ".join(f"{k}={show(v)}" for k, v in value.items())
-        if isinstance(value, list | tuple | set):
-            return ", ".join(show(v) for v in value)
-        return str(value)
-
-    items = [f"{key}: {show(value)}" for key, value in config.items()]
-    if classes is not None and len(classes):
+    """The setup section: the config's entries, then the class list (when it has none)."""
+    items = []
+    for key, value in config.items():
+        if key == "weights" and isinstance(value, Mapping):
+            # Each model's weights in words; "random weights" must read as such.
+            items.append("weights: " + "; ".join(f"{m}: {w}" for m, w in value.items()))
+        elif key == "skipped images":
+            items.append(f"skipped images: {len(value)} unreadable files left out (listed "
+                         "under Skipped images)")
+        else:
+            items.append(f"{key}: {_show(value)}")
+    if "classes" not in config and classes is not None and len(classes):
         shown = ", ".join(map(str, list(classes)[:20])) + (", ..." if len(classes) > 20 else "")
         items.append(f"classes ({len(classes)}): {shown}")
     if not items:
         items.append(f"{len(df)} result rows; no configuration was recorded.")
     return items
+
+
+def setup_summary(comparison: Comparison) -> list[str]:
+    """The lines a terminal summary prints under the table: weights, split, classes, skips.
+
+    Parameters
+    ----------
+    comparison : Comparison
+        What ``featclf.compare.compare`` returns.
+
+    Returns
+    -------
+    list of str
+        ``weights: ...``, ``split: ...``, ``classes: ...`` and, when files were skipped,
+        ``skipped: ...`` (each skipped file on its own line); the entries its setup lacks are
+        left out.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from featclf.comparison import Comparison
+    >>> from featclf.report import setup_summary
+    >>> results = pd.DataFrame({"model": ["lenet5"], "layer": ["penultimate"],
+    ...                         "classifier": ["softmax"], "accuracy": [0.9]})
+    >>> setup_summary(Comparison(results, setup={
+    ...     "split": "8 train / 2 test", "weights": {"lenet5": "random weights (seed 0)"}}))
+    ['weights: lenet5: random weights (seed 0)', 'split: 8 train / 2 test']
+    """
+    config = dict(_check_comparison(comparison).setup)
+    items = {item.split(":")[0]: item for item in _setup_items(pd.DataFrame(), config, None)}
+    lines = [items[key] for key in ("weights", "split", "classes") if key in items]
+    skipped = list(comparison.skipped) or [(entry, "") for entry in config.get("skipped images",
+                                                                              [])]
+    if skipped:
+        lines.append(f"skipped: {len(skipped)} unreadable image files left out:")
+        lines += [f"  {path}" + (f" ({reason})" if reason else "") for path, reason in skipped]
+    return lines

@@ -15,13 +15,16 @@ Layout
       featclf-store.json              format, version and the store's dtype (float32 | float16)
       configs/<config key>/           one namespace per extraction configuration
         config.json                   the configuration the key hashes (readable, for `info`)
+        about.json                    optional: facts in words that are not part of the key
+                                      (model name, weights, layer), for `info` and reports
         shard-<writer>-<seq>.npy      vectors, (rows, dim), the store's dtype
         shard-<writer>-<seq>.json     the shard's index: sample digests, last known paths,
                                       labels, rows, dim, dtype, byte size and xxh3 checksum
       samples/<time>-<writer>.json    newer paths/labels of samples (a moved file, CLI labels)
       errors.csv                      unreadable images of the last `featclf extract` (CLI)
 
-``<writer>`` is ``<host>-<pid>-<random>``: every process writes files no other process names.
+``<writer>`` is ``<host>-<pid>-<token>-<serial>`` (a 128-bit random token, and a serial number
+within the process): every writer, in one process or many, writes files no other writer names.
 
 Key
 ---
@@ -45,11 +48,15 @@ shards are merged by ``FeatureStore.prune(compact=True)``, which also removes du
 
 Crash safety
 ------------
-A shard is written to ``.tmp-<name>``, fsynced and renamed into place with :func:`os.replace`;
-then its index is written the same way. A shard exists for readers only once its index
-exists, so a killed process (``kill -9``) leaves at most a stray temporary file or a ``.npy``
-without an index, both invisible and removed by ``prune``; every shard renamed before the kill
-is complete, because its bytes were written (and fsynced) before its name. A killed job
+A shard is written to ``.tmp-<writer>-<serial>-<name>`` (created exclusively), fsynced and
+given its name with a hard link, which never replaces a file (where links are unsupported: a
+checked rename); then its index is written the same way. A name that is taken is never
+reused: the writer takes its next sequence number, so no shard ever replaces another, and a
+reader that knows a shard's index never finds other bytes under its name. A shard exists for
+readers only once its index exists, so a killed process (``kill -9``) leaves at most a stray
+temporary file or a ``.npy`` without an index, both invisible and removed by ``prune``; every
+shard published before the kill is complete, because its bytes were written (and fsynced)
+before its name. A killed job
 therefore loses at most the vectors buffered for the shard in flight (``shard_rows`` rows or
 ``flush_seconds`` of work). The directory itself is fsynced when a writer closes, not after
 every shard (a directory fsync costs about as much as writing a small shard), so a power loss
@@ -60,13 +67,21 @@ recomputed.
 
 Concurrency
 -----------
-Writers never touch each other's files (names carry host, pid and a random token), and a
-rename is atomic, so any number of processes can fill one store at once without locks. Two
+Writers never touch each other's files (names carry host, pid, a random token and a serial
+number, and publication refuses to replace a file), and publishing a name is atomic, so any
+number of writers, in threads or processes, can fill one store at once without locks. Two
 writers racing on the same images may both store a vector: readers take one copy (identical
 keys mean identical inputs), and ``prune`` removes the extra copy. ``prune`` holds a file lock
-so that two prunes never run at once; it removes only temporary files of writers that are dead
-(same host) or older than ``stale_seconds``, and it writes a rewritten shard before removing the
-old one, so concurrent readers and writers keep working.
+so that two prunes never run at once. It removes temporary and unindexed files of writers of
+this host that are dead (a live writer's are never touched), and of writers on other hosts
+once older than ``stale_seconds``; files that vanish while it looks (a writer renamed them) are
+skipped. It writes a rewritten shard before removing the old one, and checks the checksum of
+the very bytes it merges, so concurrent readers and writers keep working and a kill -9 at any
+point leaves every vector readable (at worst twice, until the next prune).
+
+A store that cannot be written (a read-only mount, a shared cache) serves every read; the
+bookkeeping reads would write (new paths of moved files, ``about``) is skipped, with one
+:class:`StoreNotWritableWarning` for the paths.
 
 Integrity
 ---------
@@ -99,29 +114,29 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
 
 from featclf.fingerprint import digest_json
-from featclf.params import Interval, StrOptions, check_params
+from featclf.store import _samples
 from featclf.store import export as _export
 from featclf.store import maintenance as _maintenance
 from featclf.store._format import (
     DTYPES,
     DamagedShard,
     StoreError,
-    as_label,
+    StoreNotWritableWarning,
     atomic_write,
     fsync_dir,
-    json_bytes,
     new_writer_id,
     open_store_meta,
+    read_about,
     read_rows,
+    tree_bytes,
 )
 from featclf.store._index import ConfigIndex, open_index, plan_reads
 from featclf.store._writer import ShardWriter
@@ -134,16 +149,35 @@ __all__ = [
     "PruneReport",
     "ShardWriter",
     "StoreError",
+    "StoreNotWritableWarning",
     "VerifyReport",
 ]
 
-_PARAMETERS = {
-    "root": [str, os.PathLike],
-    "dtype": [StrOptions(set(DTYPES)), None],
-    "shard_rows": [Interval(Integral, 1, None, closed="left")],
-    "flush_seconds": [Interval(Real, 0, None, closed="neither")],
-    "create": ["boolean"],
-}
+
+def _check_parameters(params: dict) -> None:
+    """Check FeatureStore's parameters, with scikit-learn's wording for a bad one.
+
+    featclf.params imports scikit-learn (seconds on a busy machine): it is imported only
+    when the plain checks below find something they do not accept, so opening a store (and
+    ``featclf store ...``) stays fast. The plain checks accept a subset of what the
+    constraints accept; everything else goes to the constraints, which decide.
+    """
+    shard_rows, flush = params["shard_rows"], params["flush_seconds"]
+    if (isinstance(params["root"], str | os.PathLike)
+            and (params["dtype"] is None or params["dtype"] in DTYPES)
+            and type(shard_rows) is int and shard_rows >= 1
+            and type(flush) in (int, float) and flush > 0
+            and type(params["create"]) is bool):
+        return
+    from featclf.params import Interval, StrOptions, check_params
+
+    check_params({
+        "root": [str, os.PathLike],
+        "dtype": [StrOptions(set(DTYPES)), None],
+        "shard_rows": [Interval(Integral, 1, None, closed="left")],
+        "flush_seconds": [Interval(Real, 0, None, closed="neither")],
+        "create": ["boolean"],
+    }, params, "FeatureStore")
 
 
 class FeatureStore:
@@ -191,9 +225,8 @@ class FeatureStore:
     def __init__(self, root: str | os.PathLike, *, dtype: str | None = None,
                  shard_rows: int = 1024, flush_seconds: float = 10.0,
                  create: bool = True) -> None:
-        check_params(_PARAMETERS, {"root": root, "dtype": dtype, "shard_rows": shard_rows,
-                                   "flush_seconds": flush_seconds, "create": create},
-                     "FeatureStore")
+        _check_parameters({"root": root, "dtype": dtype, "shard_rows": shard_rows,
+                           "flush_seconds": flush_seconds, "create": create})
         self.root = Path(root)
         self.shard_rows = int(shard_rows)
         self.flush_seconds = float(flush_seconds)
@@ -268,6 +301,39 @@ class FeatureStore:
         except (FileNotFoundError, ValueError):
             return None
 
+    def annotate(self, config: dict | str, about: Mapping[str, str]) -> None:
+        """Describe a configuration in words (model name, weights...), next to it on disk.
+
+        What ``about`` says is not part of the configuration's key: changing it never changes
+        where vectors are filed. Keys already described are replaced, others kept. The file
+        is written atomically and only when it changes; a store that cannot be written
+        (read-only) is left as it is, since the description is not needed to read vectors.
+
+        Parameters
+        ----------
+        config : dict or str
+            The configuration (a key only for a configuration the store already holds).
+        about : mapping of str to str
+            For example ``{"model": "resnet18", "weights": "random weights (seed 0)"}``.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> store = FeatureStore(tempfile.mkdtemp())
+        >>> config = {"model": "m", "pooling": "avg"}
+        >>> store.annotate(config, {"model": "resnet18", "weights": "random weights (seed 0)"})
+        >>> store.annotate(config, {"layer": "penultimate"})
+        >>> store.about(config)
+        {'layer': 'penultimate', 'model': 'resnet18', 'weights': 'random weights (seed 0)'}
+        >>> store.about({"model": "other"})
+        {}
+        """
+        _samples.annotate(self, config, about)
+
+    def about(self, config: dict | str) -> dict[str, str]:
+        """What :meth:`annotate` recorded about a configuration (an empty dict when nothing)."""
+        return read_about(self.root / "configs" / self.config_key(config))
+
     def _index(self, config: dict | str) -> ConfigIndex:
         return open_index(self.root, self.config_key(config))
 
@@ -329,6 +395,12 @@ class FeatureStore:
         labels : list
         vectors : numpy.ndarray
             ``(n, dim)`` float32, one row per distinct digest.
+
+        Raises
+        ------
+        StoreError
+            A damaged shard (or shard index) holds vectors no sound shard has; the message
+            names it (``featclf store prune`` removes it, and extraction recomputes them).
         """
         return _export.entries(self, config)
 
@@ -366,18 +438,7 @@ class FeatureStore:
         >>> store.stale_samples({"m": 1}, ["a", "b", "c"], ["x/a.png", "y/b.png", "c.png"])
         array([False,  True, False])
         """
-        index = self._index(config)
-        with index.lock:
-            rows = index.find(digests)
-            held = np.flatnonzero(rows >= 0)  # (a prune may run meanwhile: look them up once)
-            located = index.locate(rows[held])
-        stale = np.zeros(len(digests), dtype=bool)
-        for i, (shard, r) in zip(held.tolist(), located):
-            old_path = shard.paths[r] if shard.paths else None
-            new_label = labels is not None and as_label(labels[i]) != (
-                shard.labels[r] if shard.labels else None)
-            stale[i] = paths[i] != old_path or new_label
-        return stale
+        return _samples.stale_samples(self, config, digests, paths, labels=labels)
 
     def record_samples(self, digests: Sequence[str | None], paths: Sequence[str | None], *,
                        labels: Sequence | None = None) -> None:
@@ -391,19 +452,14 @@ class FeatureStore:
             Their current paths.
         labels : sequence, optional
             Their labels.
+
+        Warns
+        -----
+        StoreNotWritableWarning
+            Once per store and process, when the store cannot be written (read-only): the
+            paths are not recorded, and nothing else changes.
         """
-        rows = [(d, None if p is None else os.fspath(p),
-                 None if labels is None else as_label(labels[i]))
-                for i, (d, p) in enumerate(zip(digests, paths)) if d is not None]
-        if not rows:
-            return
-        directory = self.root / "samples"
-        directory.mkdir(exist_ok=True)
-        writer = new_writer_id()
-        data = {"digests": [r[0] for r in rows], "paths": [r[1] for r in rows],
-                "labels": None if labels is None else [r[2] for r in rows]}
-        atomic_write(directory / f"{time.time_ns():020d}-{writer}.json", [json_bytes(data)],
-                     writer)
+        _samples.record_samples(self, digests, paths, labels=labels)
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -437,7 +493,7 @@ class FeatureStore:
 
     def disk_bytes(self) -> int:
         """Bytes the store's files take (everything under its directory)."""
-        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+        return tree_bytes(self.root)
 
     def verify(self, *, progress: bool = False) -> VerifyReport:
         """Check every shard: index readable, file present, size, header and xxh3 checksum.
@@ -471,7 +527,8 @@ class FeatureStore:
             ``shard_rows`` rows (fewer files make opening a configuration faster).
         stale_seconds : float, default=3600
             Temporary and orphan files of a writer on another host (whose liveness cannot be
-            checked) are removed once this old; those of dead writers on this host at once.
+            checked) are removed once this old; those of dead writers on this host at once,
+            those of live ones never (unless a day old: then the pid is another process's).
         lock_timeout : float, default=600
             Seconds to wait for another prune of the same store to finish.
 
@@ -497,6 +554,13 @@ class FeatureStore:
         -------
         pathlib.Path
             The file written.
+
+        Raises
+        ------
+        StoreError
+            The configuration holds no vectors (there is nothing, not even a vector width,
+            to write), or a damaged shard holds vectors the file would lack: the message
+            names the shard. Nothing is written then.
 
         Examples
         --------

@@ -11,21 +11,25 @@ checksum against its index.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import io
+import itertools
 import json
 import os
 import re
 import secrets
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xxhash
+
+from featclf.durable import fsync_dir
 
 if TYPE_CHECKING:
     from featclf.store._index import Shard
@@ -34,12 +38,23 @@ STORE_FORMAT = "featclf-store"
 STORE_VERSION = 1
 SHARD_FORMAT = "featclf-shard"
 STORE_META = "featclf-store.json"
+# A namespace's description in words (model name, weights): not part of its key, optional.
+ABOUT = "about.json"
 DTYPES = ("float32", "float16")
 # What a store directory may hold besides temporary files.
 STORE_ENTRIES = {STORE_META, "configs", "samples", "errors.csv", ".prune.lock"}
 
 SHARD_INDEX = re.compile(r"^shard-.+\.json$")
-_WRITER_IN_NAME = re.compile(r"(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-(?P<token>[0-9a-f]{6})")
+# A writer id in a file name: host, pid, then a random token (6 hex digits in stores written
+# before featclf gave writers 128-bit tokens and a serial number).
+_WRITER_IN_NAME = re.compile(r"(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-(?P<token>[0-9a-f]{6,})")
+# Serial numbers: of the writer ids this process made, and of its temporary files. Both make a
+# name unique within the process whatever the random tokens are (next() on a count is atomic).
+_WRITER_SERIAL = itertools.count()
+_TMP_SERIAL = itertools.count()
+# A live writer's temporary file is never removed, however old, unless it is older than this:
+# then its pid has been taken by another process (writing one shard takes seconds, not a day).
+LIVE_WRITER_SECONDS = 86400.0
 
 # Shards whose checksum this process has checked: (path, inode, size, mtime, ctime) -> ok. A
 # file written to after the check gets new times (or size, or inode), so it is checked again.
@@ -51,6 +66,10 @@ _PARALLEL_READ_BYTES = 32 << 20
 
 class StoreError(ValueError):
     """A store directory cannot be used as asked; the message names it and says what to do."""
+
+
+class StoreNotWritableWarning(UserWarning):
+    """A store that cannot be written served reads; the warning names what went unrecorded."""
 
 
 class DamagedShard(Exception):
@@ -67,43 +86,94 @@ def host() -> str:
 
 
 def new_writer_id() -> str:
-    """``<host>-<pid>-<random>``: a name no other writer (process or object) uses."""
-    return f"{host()}-{os.getpid()}-{secrets.token_hex(3)}"
+    """``<host>-<pid>-<token>-<serial>``: a name no other writer (process or object) uses.
+
+    The pid separates the processes of a host; within a process, the serial number separates
+    writers even if two drew the same 128-bit token. (Shards are also published without ever
+    replacing a file, see :func:`atomic_write`, so even a repeated id loses nothing.)
+
+    Examples
+    --------
+    >>> a, b = new_writer_id(), new_writer_id()
+    >>> a != b and a.split("-")[1] == b.split("-")[1] == str(os.getpid())
+    True
+    """
+    return f"{host()}-{os.getpid()}-{secrets.token_hex(16)}-{next(_WRITER_SERIAL)}"
 
 
-def fsync_dir(directory: Path) -> None:
-    """Make the names in ``directory`` durable (where the platform can)."""
+
+def atomic_write(path: Path, parts: Sequence[bytes | memoryview], tmp_tag: str, *,
+                 replace: bool = True) -> None:
+    """Write ``parts`` one after the other to ``path`` via a fsynced temporary file.
+
+    The temporary file is ``.tmp-<tmp_tag>-<serial>-<name>``, created exclusively, so two
+    writers never share one. With ``replace=False`` the file is published with a hard link,
+    which fails instead of replacing a file that has the name already (a shard is never
+    replaced: a reader that knows its index must never find other bytes under its name).
+
+    Raises
+    ------
+    FileExistsError
+        ``replace=False`` and ``path`` exists; nothing was written under its name.
+    OSError
+        Writing failed (no space, read-only store...); the message names the file.
+    """
+    while True:
+        tmp = path.with_name(f".tmp-{tmp_tag}-{next(_TMP_SERIAL)}-{path.name}")
+        try:
+            fh = open(tmp, "xb")
+        except FileExistsError:  # a writer elsewhere with the same tag: take the next serial
+            continue
+        except OSError as exc:
+            raise _write_error(path, exc) from exc
+        break
     try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # some platforms cannot open directories; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, parts: Sequence[bytes | memoryview], tmp_tag: str) -> None:
-    """Write ``parts`` one after the other to ``path`` via a fsynced temporary file."""
-    tmp = path.with_name(f".tmp-{tmp_tag}-{path.name}")
-    try:
-        with open(tmp, "wb") as fh:
+        with fh:
             for part in parts:
                 fh.write(part)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _publish_new(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        if isinstance(exc, OSError):
-            # Name the file and say that nothing stored is lost (ENOSPC, EROFS, EACCES...).
-            raise OSError(exc.errno, f"cannot write {path.name} in {path.parent}: "
-                          f"{exc.strerror or exc}. Every vector written before is kept; free "
-                          "space or fix permissions and run again to compute the rest") from exc
+        if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
+            raise _write_error(path, exc) from exc
         raise
+
+
+def _write_error(path: Path, exc: OSError) -> OSError:
+    # Name the file and say that nothing stored is lost (ENOSPC, EROFS, EACCES...).
+    return OSError(exc.errno, f"cannot write {path.name} in {path.parent}: "
+                   f"{exc.strerror or exc}. Every vector written before is kept; free "
+                   "space or fix permissions and run again to compute the rest")
+
+
+# Where hard links are not supported (some network and FUSE file systems).
+_NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK,
+             errno.ENOSYS}
+
+
+def _publish_new(tmp: Path, path: Path) -> None:
+    """Give the finished file ``tmp`` the name ``path``, never replacing an existing file."""
+    try:
+        os.link(tmp, path)  # atomic, and fails with EEXIST where os.replace would overwrite
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        # No hard links: check, then rename. Only a writer with the same id could race here,
+        # and ids carry the pid, a serial number and 128 random bits.
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+        os.rename(tmp, path)
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
 
 
 def json_bytes(obj: Any) -> bytes:
@@ -111,21 +181,35 @@ def json_bytes(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, default=str, separators=(",", ":")).encode()
 
 
-def writer_is_dead(name: str) -> bool:
-    """Whether the writer named in a file name is a process of this host that no longer runs."""
+def writer_alive(name: str) -> bool | None:
+    """Whether the writer named in a file name runs: True or False for a process of this
+    host, None when that cannot be known (another host, or no writer id in the name)."""
     match = _WRITER_IN_NAME.search(name)
     if match is None or match.group("host") != host():
-        return False
+        return None
     pid = int(match.group("pid"))
     if pid == os.getpid():
-        return False
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return True
-    except PermissionError:
         return False
-    return False
+    except PermissionError:  # another user's process: it runs
+        return True
+    return True
+
+
+def leftover(name: str, age: float, stale_seconds: float) -> bool:
+    """Whether a temporary or unindexed file of this age is a crashed writer's leftover.
+
+    A writer of this host is asked: a dead one's files go at once, a live one's stay (unless
+    older than :data:`LIVE_WRITER_SECONDS`, when its pid must belong to another process now).
+    The files of writers on other hosts go once ``stale_seconds`` old.
+    """
+    alive = writer_alive(name)
+    if alive is None:
+        return age > stale_seconds
+    return not alive or age > max(stale_seconds, LIVE_WRITER_SECONDS)
 
 
 def as_label(value: Any) -> Any:
@@ -157,11 +241,26 @@ def read_samples(root: Path) -> dict[str, tuple[str | None, Any]]:
     return newer
 
 
+def read_about(directory: Path) -> dict[str, str]:
+    """A namespace's ``about.json`` (see :meth:`FeatureStore.annotate`); {} when absent."""
+    try:
+        data = json.loads((directory / ABOUT).read_bytes())
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): str(v) for k, v in data.items()}
+
+
 def tree_bytes(path: Path) -> int:
-    """Bytes of a file, or of every file under a directory."""
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    """Bytes of a file, or of every file under a directory (0 for what vanishes meanwhile:
+    writers rename their temporary files at any moment)."""
+    total = 0
+    for dirpath, _, files in os.walk(path) if os.path.isdir(path) else [("", [], [path])]:
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(os.path.join(dirpath, name), follow_symlinks=False).st_size
+    return total
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,9 +293,13 @@ def expected_header(rows: int, dim: int, dtype: str) -> bytes:
     return buf.getvalue()
 
 
-def write_shard(directory: Path, stem: str, digests: list[str], vectors: np.ndarray,
-                paths: list, labels: list | None, writer_id: str) -> None:
-    """Write one shard (C-ordered ``vectors`` in the store's dtype), then its index."""
+def write_shard(directory: Path, next_stem: Callable[[], str], digests: list[str],
+                vectors: np.ndarray, paths: list, labels: list | None, writer_id: str) -> str:
+    """Write one shard (C-ordered ``vectors`` in the store's dtype), then its index.
+
+    ``next_stem()`` names it (``shard-<writer>-<seq>``); a name already taken is never
+    replaced: the next name is tried. Returns the stem the shard got.
+    """
     header = expected_header(*vectors.shape, vectors.dtype.name)
     data = memoryview(vectors).cast("B")
     h = xxhash.xxh3_128()
@@ -214,10 +317,26 @@ def write_shard(directory: Path, stem: str, digests: list[str], vectors: np.ndar
     # The index checksums itself: a damaged or edited index (digests out of order, say) would
     # otherwise pair valid vectors with the wrong samples.
     index["index_xxh3"] = xxhash.xxh3_128_hexdigest(json_bytes(index))
-    # The shard first, its index second: a shard without an index is invisible. The directory
-    # is fsynced by the caller once per batch of shards (see the design note).
-    atomic_write(directory / f"{stem}.npy", [header, data], writer_id)
-    atomic_write(directory / f"{stem}.json", [json_bytes(index)], writer_id)
+    for _ in range(1000):
+        stem = next_stem()
+        # The shard first, its index second: a shard without an index is invisible. The
+        # directory is fsynced by the caller once per batch of shards (see the design note).
+        try:
+            atomic_write(directory / f"{stem}.npy", [header, data], writer_id, replace=False)
+        except FileExistsError:
+            continue
+        try:
+            atomic_write(directory / f"{stem}.json", [json_bytes(index)], writer_id,
+                         replace=False)
+        except FileExistsError:
+            # An index whose shard is gone (a damaged store) holds the name: ours must not
+            # pair with it. Give the name back as it was and take the next.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(directory / f"{stem}.npy")
+            continue
+        return stem
+    raise StoreError(f"{directory}: 1000 shard names in a row are taken ({stem}); is another "
+                     "process writing under this writer's id?")
 
 
 def remove_shard(directory: Path, stem: str) -> int:
@@ -250,6 +369,38 @@ def check_shard(path: Path, shard: Shard) -> str | None:
     if header != expected:
         return "its .npy header does not match its index"
     return None
+
+
+def load_shard(path: Path, shard: Shard) -> np.ndarray:
+    """Every row of a shard in its own dtype, read once and checked against its index.
+
+    Compaction rewrites what it reads; checking those very bytes (not an earlier read of the
+    file) means it can never pair the digests of one index with other vectors.
+
+    Raises
+    ------
+    DamagedShard
+        The file is missing, has the wrong size or header, or fails its checksum.
+    """
+    expected = expected_header(shard.rows, shard.dim, shard.dtype)
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        raise DamagedShard(f"{path.name}: file missing") from None
+    with fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size != shard.nbytes:
+            raise DamagedShard(f"{path.name}: {size} bytes, its index says {shard.nbytes}")
+        header = fh.read(len(expected))
+        data = np.empty((shard.rows, shard.dim), dtype=shard.dtype)
+        raw = memoryview(data).cast("B")
+        if header != expected or _readinto(fh, raw) != len(raw):
+            raise DamagedShard(f"{path.name}: its .npy header does not match its index")
+    h = xxhash.xxh3_128(header)
+    h.update(raw)
+    if h.hexdigest() != shard.checksum:
+        raise DamagedShard(f"{path.name}: checksum mismatch")
+    return data
 
 
 def _readinto(fh, target: memoryview) -> int:

@@ -21,8 +21,8 @@ class ShardWriter:
 
     A shard is written when ``shard_rows`` rows are buffered, when the oldest buffered row is
     ``flush_seconds`` old, on :meth:`flush` and on :meth:`close` (the context manager closes).
-    Its files carry this writer's own id (host, pid, random token), so any number of writers
-    fill one namespace side by side.
+    Its files carry this writer's own id (host, pid, random token, serial number), so any
+    number of writers fill one namespace side by side; a shard never replaces a file.
 
     Examples
     --------
@@ -130,12 +130,15 @@ class ShardWriter:
         self._buffered = len(digests) - end
         self._since = time.monotonic() if self._buffered else None
 
-    def _write_shard(self, digests: list[str], vectors: np.ndarray, paths: list,
-                     labels: list | None) -> None:
+    def _next_stem(self) -> str:
         stem = f"shard-{self.writer_id}-{self.seq:06d}"
         self.seq += 1
-        write_shard(self.directory, stem, digests, np.ascontiguousarray(vectors), paths, labels,
-                    self.writer_id)
+        return stem
+
+    def _write_shard(self, digests: list[str], vectors: np.ndarray, paths: list,
+                     labels: list | None) -> None:
+        stem = write_shard(self.directory, self._next_stem, digests,
+                           np.ascontiguousarray(vectors), paths, labels, self.writer_id)
         self.n_rows += len(digests)
         self.shards.append(stem)
 

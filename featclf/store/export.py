@@ -10,12 +10,13 @@ import contextlib
 import io
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from featclf.store._format import atomic_write, new_writer_id, read_samples
+from featclf.store._format import StoreError, atomic_write, new_writer_id, read_samples
 
 if TYPE_CHECKING:
     from featclf.store import FeatureStore
@@ -30,15 +31,30 @@ def export(store: FeatureStore, path: str | os.PathLike, *,
         raise ValueError(f"export path {str(path)!r} must end in .parquet or .npz")
     if config is None:
         keys = store.configs()
-        if len(keys) != 1:
-            raise ValueError(f"{store.root} holds {len(keys)} configurations; pass config= "
-                             "(a key or prefix from `featclf store info`)")
+        if not keys:
+            raise StoreError(f"{store.root} holds no configuration: nothing to export")
+        if len(keys) > 1:
+            # Which one is the caller's to say: a usage error (`--config` under the CLI).
+            from featclf.params import InvalidParameterError
+
+            raise InvalidParameterError(
+                f"The 'config' parameter of FeatureStore.export must be a configuration key, "
+                f"key prefix or dict when the store holds {len(keys)} configurations "
+                f"(`featclf store info {store.root}` lists them). Got None instead.")
         key = keys[0]
     elif isinstance(config, dict):
         key = store.config_key(config)
     else:
         key = store.resolve_config(config)
+    if key not in store.configs():
+        raise StoreError(f"{store.root} holds no configuration {key}; `featclf store info "
+                         f"{store.root}` lists them")
     digests, paths, labels, vectors = store.entries(key)
+    if not digests:
+        # No rows means no vector width either, so there is no schema to write: say so
+        # rather than write a file that looks like a successful export.
+        raise StoreError(f"configuration {key} of {store.root} holds no vectors: nothing to "
+                         "export (`featclf store info` shows what each configuration holds)")
     config_json = json.dumps(store.config(key), sort_keys=True, default=str)
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".npz":
@@ -75,13 +91,42 @@ def export(store: FeatureStore, path: str | os.PathLike, *,
 
 def entries(store: FeatureStore, config: dict | str) -> tuple[list[str], list, list,
                                                              np.ndarray]:
-    """Every vector of a configuration with its digest and last known path and label."""
+    """Every vector of a configuration with its digest and last known path and label.
+
+    Raises
+    ------
+    StoreError
+        A shard or shard index is damaged and holds vectors no other shard has: the result
+        would lack them. The message names the shard.
+    """
     index = store._index(config)
     with index.lock:
         stored = index.distinct()
+        shards = list(index.shards)
+        unreadable = dict(index.unreadable)
     digests = list(stored)
-    found, vectors = store.get(config, digests)
-    # Vectors only in a damaged shard (found by get()) are left out.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a damaged shard is reported below, as an error
+        found, vectors = store.get(config, digests)
+    with index.lock:
+        damaged = dict(index.damaged)
+    got = {d for d, ok in zip(digests, found) if ok}
+    lost = {}  # damaged shard -> (reason, vectors no sound shard has)
+    for shard in shards:
+        if shard.name in damaged:
+            only_here = {d for d in shard.digests if d not in got}
+            if only_here:
+                lost[f"{shard.name}.npy"] = (damaged[shard.name], len(only_here))
+    for name, reason in unreadable.items():
+        lost[name] = (reason, None)
+    if lost:
+        where = store.root / "configs" / store.config_key(config)
+        named = "; ".join(f"{where / name}: {reason}" + ("" if n is None else
+                                                         f" ({n} vectors only there)")
+                          for name, (reason, n) in sorted(lost.items()))
+        raise StoreError(f"damaged shard(s) in {store.root}: {named}. Their vectors cannot be "
+                         "read, so they would be missing; `featclf store prune` removes "
+                         "damaged shards and the next extract recomputes their vectors")
     digests = [d for d, ok in zip(digests, found) if ok]
     newer = read_samples(store.root)
     paths, labels = [], []

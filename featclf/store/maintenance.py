@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,16 +23,19 @@ import numpy as np
 from featclf.progress import progress_bar
 from featclf.store._format import (
     SHARD_INDEX,
+    DamagedShard,
     atomic_write,
     check_shard,
     fsync_dir,
     json_bytes,
+    leftover,
+    load_shard,
     new_writer_id,
+    read_about,
     read_samples,
     remove_shard,
     tree_bytes,
     write_shard,
-    writer_is_dead,
 )
 from featclf.store._index import ConfigIndex, Shard, forget_indexes
 
@@ -51,6 +55,8 @@ class ConfigInfo:
     dim: int | None
     dtypes: list[str]
     bytes: int
+    # What FeatureStore.annotate recorded (model name, weights in words); {} for old stores.
+    about: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -89,12 +95,13 @@ def info(store: FeatureStore) -> list[ConfigInfo]:
         directory = store.root / "configs" / key
         index = ConfigIndex(directory)
         index.refresh()
-        size = sum(e.stat().st_size for e in os.scandir(directory) if e.is_file())
+        size = tree_bytes(directory)
         rows = sum(s.rows for s in index.shards)
         distinct = len(index.distinct())
         out.append(ConfigInfo(key, store.config(key), distinct, rows - distinct,
                               len(index.shards), index.dim,
-                              sorted({s.dtype for s in index.shards}), size))
+                              sorted({s.dtype for s in index.shards}), size,
+                              read_about(directory)))
     return out
 
 
@@ -156,22 +163,37 @@ def prune(store: FeatureStore, *, configs: Sequence[str] = (), compact: bool = F
     return report
 
 
+def _age(path: str | os.PathLike, now: float) -> float | None:
+    """Seconds since ``path`` was modified; None when it is gone (a writer renamed it)."""
+    try:
+        return now - os.stat(path).st_mtime
+    except FileNotFoundError:
+        return None
+
+
 def _prune_stale(root: Path, directory: Path, report: PruneReport,
                  stale_seconds: float) -> None:
+    """Remove temporary files and directories of crashed writers (never a live writer's)."""
     if not directory.is_dir():
         return
     now = time.time()
     for entry in os.scandir(directory):
         if not entry.name.startswith(".tmp-"):
             continue
-        if writer_is_dead(entry.name) or now - entry.stat().st_mtime > stale_seconds:
-            report.bytes_freed += tree_bytes(Path(entry.path))
-            if entry.is_dir():
-                shutil.rmtree(entry.path, ignore_errors=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
-            report.temp_files.append(os.path.relpath(entry.path, root))
+        # A live writer renames its temporary files at any moment: one that is gone is skipped.
+        age = _age(entry.path, now)
+        if age is None or not leftover(entry.name, age, stale_seconds):
+            continue
+        size = tree_bytes(Path(entry.path))
+        if entry.is_dir():
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                continue
+        report.bytes_freed += size
+        report.temp_files.append(os.path.relpath(entry.path, root))
 
 
 def _shard_files(directory: Path) -> tuple[list[str], list[str]]:
@@ -196,18 +218,26 @@ def _prune_namespace(store: FeatureStore, key: str, report: PruneReport, stale_s
     indexed = {name[:-5] for name in indexes}
     now = time.time()
     for name in arrays:  # a shard whose writer died before writing its index
+        if name[:-4] in indexed:
+            continue
         path = directory / name
-        if name[:-4] not in indexed and (writer_is_dead(name) or
-                                         now - path.stat().st_mtime > stale_seconds):
-            report.bytes_freed += path.stat().st_size
+        age = _age(path, now)
+        # (A live writer writes the index next: its shard is left alone.)
+        if age is None or not leftover(name, age, stale_seconds):
+            continue
+        size = tree_bytes(path)
+        with contextlib.suppress(FileNotFoundError):
             path.unlink()
+            report.bytes_freed += size
             report.orphans.append(f"{rel}/{name}")
     index = ConfigIndex(directory)
     index.refresh()
     for name, reason in index.unreadable.items():
-        report.bytes_freed += (directory / name).stat().st_size
-        (directory / name).unlink()
-        report.damaged.append(f"{rel}/{name} ({reason})")
+        size = tree_bytes(directory / name)
+        with contextlib.suppress(FileNotFoundError):
+            (directory / name).unlink()
+            report.bytes_freed += size
+            report.damaged.append(f"{rel}/{name} ({reason})")
     good: list[Shard] = []
     for shard in index.shards:
         problem = check_shard(directory / f"{shard.name}.npy", shard)
@@ -233,10 +263,20 @@ def _prune_namespace(store: FeatureStore, key: str, report: PruneReport, stale_s
         small = compact and len(keep) < store.shard_rows // 2
         if len(keep) == shard.rows and not small:
             continue
+        try:
+            merger.add(shard, keep)
+        except DamagedShard as exc:
+            # Its bytes changed after the check above. Stop here: every old shard still in
+            # place keeps its vectors, and the next prune finds this one damaged.
+            warnings.warn(f"feature store {store.root}: {rel}/{exc}; compaction of this "
+                          "configuration stopped, run `featclf store prune` again",
+                          stacklevel=3)
+            merger.abandon()
+            break
         report.duplicates += shard.rows - len(keep)
         report.merged += int(small)
-        merger.add(shard, keep)
-    merger.finish()
+    else:
+        merger.finish()
     if rescued:  # a dropped copy had a path or label the kept one lacks: keep it for export
         store.record_samples(list(rescued), [v[0] for v in rescued.values()],
                              labels=[v[1] for v in rescued.values()])
@@ -282,14 +322,24 @@ class _ShardMerger:
     def add(self, shard: Shard, keep: list[int]) -> None:
         """Take rows ``keep`` of ``shard``; write whole new shards when there are enough."""
         if keep:
-            data = np.load(self.directory / f"{shard.name}.npy", mmap_mode="r")
-            self.vectors.append(np.asarray(data[keep]))
+            data = load_shard(self.directory / f"{shard.name}.npy", shard)
+            self.vectors.append(data[keep])
             self.digests.extend(shard.digests[r] for r in keep)
             self.paths.extend(shard.paths[r] if shard.paths else None for r in keep)
             self.labels.extend(shard.labels[r] if shard.labels else None for r in keep)
             self.has_labels |= bool(shard.labels)
         self.sources.append((shard, len(self.digests)))
         self._write(final=False)
+
+    def _next_stem(self) -> str:
+        stem = f"shard-{self.writer_id}-{self.seq:06d}"
+        self.seq += 1
+        return stem
+
+    def abandon(self) -> None:
+        """Write nothing more and remove no more old shards (they keep their vectors)."""
+        self.digests, self.vectors, self.paths, self.labels, self.sources = [], [], [], [], []
+        fsync_dir(self.directory)
 
     def finish(self) -> None:
         """Write what is left, and remove the old shards."""
@@ -304,9 +354,7 @@ class _ShardMerger:
         vectors = np.concatenate(self.vectors) if self.vectors else None
         for start in range(0, end, self.shard_rows):
             stop = min(start + self.shard_rows, end)
-            stem = f"shard-{self.writer_id}-{self.seq:06d}"
-            self.seq += 1
-            write_shard(self.directory, stem, self.digests[start:stop],
+            stem = write_shard(self.directory, self._next_stem, self.digests[start:stop],
                         np.ascontiguousarray(vectors[start:stop]), self.paths[start:stop],
                         self.labels[start:stop] if self.has_labels else None, self.writer_id)
             self.report.rewritten.append(f"configs/{self.directory.name}/{stem}.npy")

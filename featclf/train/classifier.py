@@ -1,9 +1,12 @@
 """``SoftmaxClassifier``: a CNN trained end to end with a softmax output, as an sklearn classifier.
 
 This is featclf's baseline: the same network whose penultimate features feed the SVM, trained the
-usual way. Its defaults are the seed tutorial's Keras recipe: SGD with learning rate 0.05, Keras
-time-based decay 1e-6 per batch, momentum 0.9 with Nesterov, batches of 100, 10 epochs,
-shuffling, 20% held out for validation.
+usual way. The optimiser parameters left to it come from the model family's recipe
+(:func:`featclf.train.recipe_for`): for the seed networks and custom modules the seed tutorial's
+Keras recipe (SGD with learning rate 0.05, Keras time-based decay 1e-6 per batch, momentum 0.9
+with Nesterov, batches of 100); for torchvision backbones a fine-tuning recipe (AdamW, 1e-4 for
+the backbone and 1e-3 for the head, warm-up, cosine decay, batches of 32). 10 epochs, shuffling,
+20% held out for validation.
 
 The network comes from :func:`featclf.models.load_network` (the one place weights are
 resolved), the epochs run in :mod:`featclf.train.loop`, and predictions run on
@@ -19,6 +22,7 @@ import functools
 import math
 import os
 import warnings
+import weakref
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -27,44 +31,38 @@ import pandas as pd
 import scipy.special
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
 
-import featclf
-from featclf.data.inputs import as_image_source, check_labels
+from featclf.data.inputs import as_image_source, check_image_shape, check_labels
 from featclf.data.sources import FileSource, ImageSource, InputError, SkippedImagesWarning
 from featclf.data.transforms import ImagePreprocess, seed_augmentation
 from featclf.devices import PRECISIONS, resolve_device, resolve_precision
+from featclf.errors import option
 from featclf.inference import BatchRunner
-from featclf.models import Network, WeightsError, WeightsSource, load_network, save_checkpoint
+from featclf.model_selection import check_class_counts
+from featclf.models import Network, WeightsSource, load_network
 from featclf.models.head import find_head
 from featclf.params import Interval, Options, StrOptions, check_params
+from featclf.train.checkpoints import load_classifier, save_classifier
 from featclf.train.loop import (
-    HISTORY_COLUMNS,
     Pipeline,
     Recipe,
     channel_stats,
     per_sample,
     stage,
     train_network,
+    validation_split,
 )
+from featclf.train.recipes import RECIPE_PARAMETERS, recipe_for
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+# Prediction runners per fitted estimator, outside its __dict__: predicting leaves the
+# estimator as it was (scikit-learn's check_dict_unchanged), and pickles carry no GPU copy.
+_RUNNERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 LR_SCHEDULES = (None, "cosine", "step")
-
-
-def _json_value(value):
-    """``value`` if JSON can hold it (params in checkpoints), else None."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, ImagePreprocess):
-        return value.to_dict()
-    return None
 
 
 def _two_d_width(X) -> int | None:
@@ -90,29 +88,42 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         Starting weights (see :func:`featclf.models.load_network`); a checkpoint saved by
         :meth:`save` continues from that network. None: random initialisation for a model
         name, a given network's own weights otherwise.
-    preprocess : "auto", ImagePreprocess or callable, default="auto"
+    preprocess : "auto", None, ImagePreprocess or callable, default="auto"
         ``"auto"``: the zoo model's preprocessing; for an ``nn.Module``, pixels scaled to
-        ``[0, 1]`` at the training images' size and channels. Float ``(n, C, H, W)`` inputs are
-        taken as model-ready and not preprocessed. Anything else is applied as given.
+        ``[0, 1]`` at the training images' size and channels. Images are pixels: ``uint8``, or
+        floats as intensities in ``[0, 1]`` (:mod:`featclf.data.pixels`). None: inputs are
+        model-ready, ``(n, C, H, W)`` values fed to the network as they are. A callable of
+        your own gets the values as given; an ImagePreprocess gets pixels.
     epochs : int, default=10
         Passes over the training data.
-    batch_size : int, default=100
-        Images per optimizer step (and per forward pass at prediction).
-    optimizer : {"sgd", "adam", "adamw"}, default="sgd"
-        SGD uses ``momentum`` and ``nesterov``.
-    lr : float, default=0.05
-        Base learning rate.
+    batch_size : int, default=None
+        Images per optimizer step. None: the recipe's (100 seed, 32 fine-tune). The parameters
+        marked *recipe* below are taken, when left at their default, from
+        :func:`~featclf.train.recipe_for` of the network (seed / fine-tune values in brackets);
+        ``recipe_`` records what was used.
+    optimizer : {None, "sgd", "adam", "adamw"}, default=None
+        SGD uses ``momentum`` and ``nesterov``. *Recipe* ("sgd" / "adamw").
+    lr : float, default=None
+        Base learning rate (of the backbone when ``head_lr`` differs). *Recipe* (0.05 / 1e-4).
+    head_lr : "auto", None or float, default="auto"
+        Learning rate of the head (the layer ``head_`` names); None: ``lr``. *Recipe* (None /
+        1e-3: a fresh head learns faster than a pre-trained backbone should move).
     momentum : float, default=0.9
         SGD momentum.
     nesterov : bool, default=True
         Nesterov momentum (SGD).
-    lr_decay : float, default=1e-6
+    lr_decay : float, default=None
         Keras' time-based decay: the rate at optimizer step ``t`` is ``lr / (1 + lr_decay * t)``.
-    lr_schedule : {None, "cosine", "step"}, default=None
-        A schedule multiplied onto the decay: cosine to zero over all steps, or x0.1 at half and
-        again at three quarters of the steps.
-    weight_decay : float, default=0.0
-        L2 penalty (decoupled for ``"adamw"``).
+        *Recipe* (1e-6 / 0).
+    lr_schedule : {"auto", None, "cosine", "step"}, default="auto"
+        A schedule multiplied onto the decay: cosine to zero over the steps after warm-up, or
+        x0.1 at half and again at three quarters of them; None: none. *Recipe* (None /
+        "cosine").
+    weight_decay : float, default=None
+        L2 penalty (decoupled for ``"adamw"``). *Recipe* (0 / 0.05).
+    warmup : float in [0, 1), default=None
+        Fraction of the optimizer steps over which the learning rate rises linearly to its
+        base value. *Recipe* (0 / 0.1).
     validation_fraction : float, default=0.2
         Fraction of the training data held out (stratified, seeded) to report ``val_loss`` and
         ``val_accuracy`` each epoch; 0 trains on everything.
@@ -129,7 +140,12 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         training batch before normalisation. Validation and test images are never augmented.
     freeze_backbone : bool, default=False
         Train only the head (a softmax linear probe on fixed features; the backbone stays in
-        eval mode, so batch-norm statistics do not move). False fine-tunes everything.
+        eval mode, so batch-norm statistics do not move), at ``head_lr``. False fine-tunes
+        everything.
+    image_shape : None or tuple of int, default=None
+        ``(H, W)`` or ``(H, W, C)``, one side may be -1: 2-D input ``(n, k)`` is read as
+        flattened images of that shape (see :func:`featclf.data.inputs.as_image_source`).
+        None: a 2-D ``X`` is flattened square grey images ``(n, s*s)``.
     device : str, default="auto"
         CUDA when available, else the CPU.
     precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
@@ -160,6 +176,10 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     history_ : pandas.DataFrame
         One row per epoch: ``epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr,
         seconds``.
+    recipe_ : dict
+        The optimiser parameters fit used: the given ones, and the recipe's for those left to
+        it (keys :data:`featclf.train.recipes.RECIPE_PARAMETERS` but ``epochs`` and
+        ``validation_fraction``).
     model_name_ : str or None
         The zoo name, None for a custom module.
     head_ : str
@@ -183,11 +203,11 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, model="lenet5", weights=None, *, preprocess="auto", epochs=10,
-                 batch_size=100, optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True,
-                 lr_decay=1e-6, lr_schedule=None, weight_decay=0.0, validation_fraction=0.2,
-                 early_stopping=None, augment=None, freeze_backbone=False, device="auto",
-                 precision="auto", num_workers=0, on_error="raise", random_state=None,
-                 progress=False):
+                 batch_size=None, optimizer=None, lr=None, head_lr="auto", momentum=0.9,
+                 nesterov=True, lr_decay=None, lr_schedule="auto", weight_decay=None,
+                 warmup=None, validation_fraction=0.2, early_stopping=None, augment=None,
+                 freeze_backbone=False, image_shape=None, device="auto", precision="auto",
+                 num_workers=0, on_error="raise", random_state=None, progress=False):
         self.model = model
         self.weights = weights
         self.preprocess = preprocess
@@ -195,15 +215,18 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self.batch_size = batch_size
         self.optimizer = optimizer
         self.lr = lr
+        self.head_lr = head_lr
         self.momentum = momentum
         self.nesterov = nesterov
         self.lr_decay = lr_decay
         self.lr_schedule = lr_schedule
         self.weight_decay = weight_decay
+        self.warmup = warmup
         self.validation_fraction = validation_fraction
         self.early_stopping = early_stopping
         self.augment = augment
         self.freeze_backbone = freeze_backbone
+        self.image_shape = image_shape
         self.device = device
         self.precision = precision
         self.num_workers = num_workers
@@ -212,21 +235,24 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self.progress = progress
 
     _parameter_constraints: dict = {
-        "preprocess": [StrOptions({"auto"}), callable],
+        "preprocess": [None, StrOptions({"auto"}), callable],
         "epochs": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "optimizer": [StrOptions(set(OPTIMIZERS))],
-        "lr": [Interval(Real, 0, math.inf, closed="left")],
+        "batch_size": [None, Interval(Integral, 1, None, closed="left")],
+        "optimizer": [None, StrOptions(set(OPTIMIZERS))],
+        "lr": [None, Interval(Real, 0, math.inf, closed="left")],
+        "head_lr": [None, StrOptions({"auto"}), Interval(Real, 0, math.inf, closed="left")],
         "momentum": [Interval(Real, 0, math.inf, closed="left")],
         "nesterov": ["boolean"],
-        "lr_decay": [Interval(Real, 0, math.inf, closed="left")],
-        "lr_schedule": [None, StrOptions({"cosine", "step"})],
-        "weight_decay": [Interval(Real, 0, math.inf, closed="left")],
+        "lr_decay": [None, Interval(Real, 0, math.inf, closed="left")],
+        "lr_schedule": [None, StrOptions({"auto", "cosine", "step"})],
+        "weight_decay": [None, Interval(Real, 0, math.inf, closed="left")],
+        "warmup": [None, Interval(Real, 0, 1, closed="left")],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "early_stopping": [None, Options(bool, {False}), Interval(Integral, 1, None,
                                                                   closed="left")],
         "augment": [None, StrOptions({"seed"}), callable],
         "freeze_backbone": ["boolean"],
+        "image_shape": [None, tuple, list],
         "device": [str, torch.device],
         "precision": [StrOptions(set(PRECISIONS))],
         "num_workers": [Interval(Integral, 0, None, closed="left")],
@@ -239,20 +265,42 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         """Validate the hyper-parameters; returns the early-stopping patience (or None)."""
         check_params(self._parameter_constraints, self.get_params(deep=False),
                      type(self).__name__)
+        check_image_shape(self.image_shape)
         patience = None if self.early_stopping in (None, False) else int(self.early_stopping)
         if patience is not None and self.validation_fraction == 0:
             raise ValueError("early_stopping watches the validation loss: set "
                              "validation_fraction > 0 (e.g. 0.2) or early_stopping=None")
         return patience
 
+    def _resolve_recipe(self, network: Network) -> dict:
+        """The optimiser parameters: the given ones, the family recipe's for the others."""
+        family = recipe_for(network)
+        given = self.get_params(deep=False)
+        recipe = {}
+        for key in RECIPE_PARAMETERS:
+            if key in ("epochs", "validation_fraction"):
+                continue  # plain defaults: the recipe's are what compare trains with
+            value = given[key]
+            left = value == "auto" if key in ("head_lr", "lr_schedule") else value is None
+            recipe[key] = family[key] if left else value
+        return recipe
+
     def _recipe(self) -> Recipe:
-        return Recipe(epochs=int(self.epochs), batch_size=int(self.batch_size),
-                      optimizer=self.optimizer, lr=float(self.lr),
-                      momentum=float(self.momentum), nesterov=bool(self.nesterov),
-                      lr_decay=float(self.lr_decay), lr_schedule=self.lr_schedule,
-                      weight_decay=float(self.weight_decay),
-                      freeze_backbone=bool(self.freeze_backbone),
+        r = self.recipe_
+        head_lr = None if r["head_lr"] is None else float(r["head_lr"])
+        return Recipe(epochs=int(self.epochs), batch_size=int(r["batch_size"]),
+                      optimizer=r["optimizer"], lr=float(r["lr"]),
+                      momentum=float(r["momentum"]), nesterov=bool(r["nesterov"]),
+                      lr_decay=float(r["lr_decay"]), lr_schedule=r["lr_schedule"],
+                      weight_decay=float(r["weight_decay"]), head_lr=head_lr,
+                      warmup=float(r["warmup"]), freeze_backbone=bool(self.freeze_backbone),
                       num_workers=int(self.num_workers), progress=bool(self.progress))
+
+    def _source(self, X) -> ImageSource:
+        # Pixels for "auto" and an ImagePreprocess; values as given otherwise.
+        as_given = self.preprocess is None or (callable(self.preprocess) and not isinstance(
+            self.preprocess, ImagePreprocess))
+        return as_image_source(X, image_shape=self.image_shape, model_ready=as_given)
 
     # ---------------------------------------------------------------- building the network
 
@@ -292,6 +340,15 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         Returns
         -------
         self
+
+        Raises
+        ------
+        ValueError
+            One class, or a class with too few images for the validation split: before anything
+            is built or trained, naming the classes and their counts.
+        featclf.train.TrainingDivergedError
+            (A ``FloatingPointError`` and ``ValueError``.) The loss became NaN or infinite, or
+            exploded; the message names the learning rate to lower.
         """
         patience = self._check_params()
         device = resolve_device(self.device)
@@ -299,8 +356,12 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y "
                              "is None")
-        check_classification_targets(np.asarray(y))
-        source = as_image_source(X)
+        labels = np.asarray(y)
+        if labels.ndim == 2 and labels.shape[1] == 1:  # scikit-learn's warning, then 1-D
+            y = labels = column_or_1d(labels, warn=True)
+        check_classification_targets(labels)
+        source = self._source(X)
+        width = getattr(source, "row_width", None)  # rows of flattened images (lists too)
         y = check_labels(y, len(source))
         skipped: list[InputError] = []
         if self.on_error == "skip" and isinstance(source, FileSource):
@@ -316,13 +377,13 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                               f"{skipped[0].source}: {skipped[0].reason}); see skipped_",
                               SkippedImagesWarning, stacklevel=2)
         classes, y_encoded = np.unique(y, return_inverse=True)
-        width = _two_d_width(X)
+        self._check_class_counts(y, len(classes))
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        model_ready = self.preprocess == "auto" and source.model_ready
+        model_ready = self.preprocess is None
         if self.augment == "seed" and model_ready:
             raise ValueError("augment='seed' fits its own normalisation on images in [0, 1]; "
-                             "pass uint8 images or (n, H, W[, C]) intensities, not model-ready "
-                             "float (n, C, H, W) arrays")
+                             "it needs pixels: preprocess='auto' or an ImagePreprocess, not "
+                             "preprocess=None (model-ready values)")
         if self.augment == "seed" and self.preprocess != "auto" and not isinstance(
                 self.preprocess, ImagePreprocess):
             raise ValueError("augment='seed' needs preprocess='auto' or an ImagePreprocess (it "
@@ -331,8 +392,9 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         with torch.random.fork_rng(devices=cuda_devices):
             torch.manual_seed(seed)
             start, module, head = self._build_network(len(classes))
+            self.recipe_ = self._resolve_recipe(start)
             preprocess = self._base_preprocess(source, start)
-            train_idx, val_idx = self._validation_split(y_encoded, seed)
+            train_idx, val_idx = validation_split(y_encoded, self.validation_fraction, seed)
             pipeline, preprocess = self._pipeline(source, train_idx, preprocess, model_ready)
             train, val = stage(source, y_encoded, train_idx, val_idx, pipeline, device,
                                int(self.num_workers))
@@ -358,20 +420,21 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             del self.n_features_in_
         return self
 
-    def _validation_split(self, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        positions = np.arange(len(y))
-        if self.validation_fraction == 0:
-            return positions, positions[:0]
-        n_val = math.ceil(self.validation_fraction * len(y))
-        if len(y) < 2 or n_val >= len(y):
-            raise ValueError(f"validation_fraction={self.validation_fraction} leaves no training "
-                             f"images out of {len(y)}; pass more images or validation_fraction=0")
-        counts = np.bincount(y)
-        stratify = y if counts.min() >= 2 and n_val >= len(counts) and \
-            len(y) - n_val >= len(counts) else None  # too few per class: a plain shuffled split
-        train, val = train_test_split(positions, test_size=self.validation_fraction,
-                                      stratify=stratify, random_state=seed % (2**32))
-        return np.sort(train), np.sort(val)
+    def _check_class_counts(self, y: np.ndarray, n_classes: int) -> None:
+        """Refuse, before anything is built or trained, labels that cannot be trained on."""
+        fraction = float(self.validation_fraction)
+        # A stratified split holds out about one image in 1/fraction of each class.
+        minimum = 1 if fraction == 0 else max(2, math.ceil(1 / fraction - 1e-9))
+        try:
+            check_class_counts(y, min_per_class=minimum, what="training")
+        except ValueError as exc:
+            if n_classes < 2:
+                raise ValueError(f"{exc}: one class is nothing to tell apart") from None
+            raise ValueError(
+                f"{exc}: {option('validation_fraction', fraction)} holds out one image in "
+                f"{minimum} of each class for validation, so each needs one to train on and "
+                f"one to validate on; pass more images, or "
+                f"{option('validation_fraction', 0.0)} to train on all of them") from None
 
     def _pipeline(self, source: ImageSource, train_idx: np.ndarray, preprocess,
                   model_ready: bool) -> tuple[Pipeline, object]:
@@ -406,30 +469,33 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
 
     def _logits(self, X) -> np.ndarray:
         check_is_fitted(self, "module_")
-        source = as_image_source(X)
-        width = _two_d_width(X)
-        expected = getattr(self, "n_features_in_", None)
-        if expected is not None and width is not None and width != expected:
-            raise ValueError(f"X has {width} features, but {type(self).__name__} is expecting "
-                             f"{expected} features as input (flattened {math.isqrt(expected)}"
-                             f"x{math.isqrt(expected)} images)")
-        preprocess = None if self.preprocess == "auto" and source.model_ready else \
-            self.preprocess_
+        self._check_width(_two_d_width(X))  # before reading the rows as images
+        source = self._source(X)
+        self._check_width(getattr(source, "row_width", None))
+        preprocess = self.preprocess_
         runner = self._runner()
         out = np.empty((len(source), len(self.classes_)), dtype=np.float32)
-        batches = source.iter_batches(batch_size=max(self.batch_size, 256),
+        batches = source.iter_batches(batch_size=max(int(self.recipe_["batch_size"]), 256),
                                       preprocess=preprocess, num_workers=self.num_workers,
                                       pin_memory=runner.device.type == "cuda")
         for indices, logits, _ in runner.run(batches):
             out[indices] = logits
         return out
 
+    def _check_width(self, width: int | None) -> None:
+        expected = getattr(self, "n_features_in_", None)
+        if expected is not None and width is not None and width != expected:
+            shape = (f"of shape {tuple(self.image_shape)}" if self.image_shape is not None else
+                     f"{math.isqrt(expected)}x{math.isqrt(expected)}")
+            raise ValueError(f"X has {width} features, but {type(self).__name__} is expecting "
+                             f"{expected} features as input (flattened images {shape})")
+
     def _runner(self) -> BatchRunner:
         """The prediction runner, made once per device: on a GPU it holds one copy of the
         network there (``module_`` itself stays on the CPU, so the estimator pickles anywhere)."""
         device = resolve_device(self.device)
         precision = resolve_precision(self.precision, device)
-        cached = self.__dict__.get("_prediction_runner")
+        cached = _RUNNERS.get(self)
         if cached is None or cached[0] is not self.module_ or cached[1].device != device or \
                 cached[1].precision != precision:
             module = self.module_ if device.type == "cpu" else copy.deepcopy(self.module_)
@@ -437,13 +503,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             # those of the trained network, bit for bit.
             runner = BatchRunner(module, device=device, precision=self.precision,
                                  channels_last=False)
-            cached = self._prediction_runner = (self.module_, runner)
+            cached = _RUNNERS[self] = (self.module_, runner)
         return cached[1]
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("_prediction_runner", None)
-        return state
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (softmax of the network's outputs), rows summing to 1.
@@ -481,12 +542,12 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     def save(self, path: str | os.PathLike) -> Path:
         """Save the trained network and what is needed to use it again.
 
-        The file is a featclf checkpoint (``.pt`` loadable by
-        ``torch.load(path, weights_only=True)``, or ``.safetensors``): the state dict plus JSON
-        metadata
-        ``model, num_classes, classes, preprocess, head, featclf_version, torch_version, params,
-        history``. ``load_network(path)``, ``DeepFeatureExtractor(model=path)`` and
-        :meth:`load` accept it.
+        A featclf checkpoint (``.pt``, loadable by ``torch.load(path, weights_only=True)``, or
+        ``.safetensors``): the state dict plus JSON metadata ``model, num_classes, classes,
+        preprocess, head, featclf_version, torch_version, params, recipe, history``, written
+        atomically (:func:`featclf.models.save_checkpoint`: a temporary file renamed into
+        place, so an interrupted save leaves the previous file whole). ``load_network(path)``,
+        ``DeepFeatureExtractor(model=path)`` and :meth:`load` accept it.
 
         Parameters
         ----------
@@ -499,27 +560,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             The written file.
         """
         check_is_fitted(self, "module_")
-        path = Path(path)
-        if isinstance(self.preprocess_, ImagePreprocess):
-            preprocess = self.preprocess_.to_dict()
-        else:
-            preprocess = None
-            warnings.warn(f"{path}: the custom preprocess callable cannot be stored in a "
-                          "checkpoint; pass it again to SoftmaxClassifier.load(path, "
-                          "preprocess=...)", UserWarning, stacklevel=2)
-        # Training parameters only: whether bars were shown is not part of the model.
-        params = {k: _json_value(v) for k, v in self.get_params(deep=False).items()
-                  if (_json_value(v) is not None or v is None) and k != "progress"}
-        history = self.history_.astype(object).where(self.history_.notna(), None)
-        metadata = {
-            "model": self.model_name_, "num_classes": len(self.classes_),
-            "classes": self.classes_.tolist(), "preprocess": preprocess, "head": self.head_,
-            "featclf_version": featclf.__version__, "torch_version": torch.__version__,
-            "params": params, "history": history.to_dict(orient="records"),
-            "n_features_in": getattr(self, "n_features_in_", None),
-        }
-        save_checkpoint(path, self.module_.state_dict(), metadata)
-        return path
+        return save_classifier(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, preprocess=None) -> SoftmaxClassifier:
@@ -540,48 +581,14 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         Raises
         ------
         featclf.models.WeightsError
-            The file is unreadable or is not a SoftmaxClassifier checkpoint.
-        ValueError
-            The network is not a zoo model, so it cannot be rebuilt from the file.
+            Unreadable, or not a SoftmaxClassifier checkpoint. (A ``ValueError``, as is the
+            error for a network that is not a zoo model and cannot be rebuilt from the file.)
         """
-        network = load_network(path)
-        meta = network.metadata
-        if not meta or "classes" not in meta or "params" not in meta:
-            raise WeightsError(f"{path}: not a SoftmaxClassifier checkpoint (no classes/params "
-                               "metadata); load bare weights with featclf.models.load_network("
-                               "name, weights=path)")
-        valid = cls().get_params(deep=False)
-        params = {k: v for k, v in meta["params"].items() if k in valid}
-        if isinstance(params.get("preprocess"), dict):
-            params["preprocess"] = ImagePreprocess.from_dict(params["preprocess"])
-        if preprocess is not None:
-            params["preprocess"] = preprocess
-        params["model"] = network.arch
-        clf = cls(**params)
-        clf.module_ = network.module.eval()
-        clf.classes_ = np.asarray(meta["classes"])
-        clf.model_name_ = network.arch
-        clf.head_ = network.head
-        if preprocess is not None:
-            clf.preprocess_ = preprocess
-        elif network.preprocess is not None:
-            clf.preprocess_ = network.preprocess
-        else:
-            raise ValueError(f"{path} was trained with a custom preprocess callable, which "
-                             "checkpoints cannot store; pass it: SoftmaxClassifier.load(path, "
-                             "preprocess=...)")
-        history = pd.DataFrame(meta.get("history") or [], columns=list(HISTORY_COLUMNS))
-        clf.history_ = history.astype(float).astype({"epoch": int})
-        clf.n_epochs_ = len(history)
-        clf.skipped_ = []
-        if meta.get("n_features_in") is not None:
-            clf.n_features_in_ = int(meta["n_features_in"])
-        clf.network_ = clf._trained_network(network.weights)
-        return clf
+        return load_classifier(cls, path, preprocess=preprocess)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = True  # (n, s*s) flattened square images
+        tags.input_tags.two_d_array = True  # rows of flattened images (see image_shape)
         tags.input_tags.three_d_array = True  # (n, H, W) grey images
         tags.classifier_tags.poor_score = True  # a few epochs on tiny toy data
         # Seeded training is reproducible on the CPU; CUDA kernels may not be.

@@ -24,16 +24,26 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from sklearn.model_selection import train_test_split
 from torch import nn
 
 from featclf.data.sources import ImageSource
 from featclf.devices import autocast
+from featclf.errors import option
 from featclf.progress import progress_bar
 
 #: Largest preprocessed training set (bytes of float32) kept in memory; larger ones are streamed.
 IN_MEMORY_LIMIT_BYTES = 2 * 1024**3
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
                    "seconds")
+# An epoch whose mean training loss is this many times the starting loss (or chance level,
+# ln(classes), whichever is larger) has diverged: lenet5 at lr=0.5 on digits, which only
+# overfits, stays below 4x; at lr=2 it passes 25x in its third epoch and keeps rising.
+EXPLODED_LOSS_FACTOR = 10.0
+# The validation loss may grow as a network overfits, but not to this: SGD at 0.05 on a
+# ResNet-18 and a few dozen photos wrecks its batch-norm statistics (validation loss ~1e4 while
+# the training loss falls).
+EXPLODED_VAL_LOSS_FACTOR = 100.0
 # channels_last trained lenet5 and seed_cnn faster than the default layout on the CPU
 # (artifacts/models/README.md), so CPU training uses it.
 CHANNELS_LAST_ON_CPU = True
@@ -55,14 +65,22 @@ class Recipe:
     freeze_backbone: bool
     num_workers: int
     progress: bool
+    head_lr: float | None = None
+    warmup: float = 0.0
 
 
-def lr_factor(step: int, *, decay: float, schedule: str | None, total_steps: int) -> float:
+class TrainingDivergedError(FloatingPointError, ValueError):
+    """The training loss became NaN or infinite, or exploded: the learning rate is too high."""
+
+
+def lr_factor(step: int, *, decay: float, schedule: str | None, total_steps: int,
+              warmup_steps: int = 0) -> float:
     """Multiplier of the base learning rate at optimizer step ``step`` (counted from 0).
 
-    ``1 / (1 + decay * step)`` is Keras' ``SGD(decay=...)``, applied per batch. ``"cosine"``
-    multiplies by ``(1 + cos(pi * step / total_steps)) / 2``; ``"step"`` by 0.1 after half and
-    again after three quarters of the steps.
+    ``1 / (1 + decay * step)`` is Keras' ``SGD(decay=...)``, applied per batch. During the first
+    ``warmup_steps`` steps the rate rises linearly, ``(step + 1) / (warmup_steps + 1)``; over the
+    steps after warm-up, ``"cosine"`` multiplies by ``(1 + cos(pi * progress)) / 2`` and
+    ``"step"`` by 0.1 after half and again after three quarters of them.
 
     Examples
     --------
@@ -72,8 +90,15 @@ def lr_factor(step: int, *, decay: float, schedule: str | None, total_steps: int
     0.9996
     >>> lr_factor(300, decay=0.0, schedule="step", total_steps=400)
     0.010000000000000002
+    >>> [lr_factor(s, decay=0.0, schedule="cosine", total_steps=5, warmup_steps=3)
+    ...  for s in range(5)]
+    [0.25, 0.5, 0.75, 1.0, 0.5]
     """
     factor = 1.0 / (1.0 + decay * step)
+    if step < warmup_steps:
+        return factor * (step + 1) / (warmup_steps + 1)
+    # With no warm-up these are the plain schedules, bit for bit.
+    step, total_steps = step - warmup_steps, total_steps - warmup_steps
     if schedule == "cosine":
         factor *= 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
     elif schedule == "step":
@@ -156,6 +181,31 @@ def stage(source: ImageSource, y: np.ndarray, train_idx: np.ndarray, val_idx: np
             TrainingData(labels[val_idx], source=source.subset(val_idx)))
 
 
+def validation_split(y: np.ndarray, fraction: float, seed: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted training and validation positions: a stratified, seeded split of ``fraction``.
+
+    Examples
+    --------
+    >>> train, val = validation_split(np.array([0, 0, 0, 1, 1, 1]), 0.5, seed=0)
+    >>> train.tolist(), val.tolist()  # stratified: both classes on either side
+    ([2, 3, 5], [0, 1, 4])
+    """
+    positions = np.arange(len(y))
+    if fraction == 0:
+        return positions, positions[:0]
+    n_val = math.ceil(fraction * len(y))
+    if len(y) < 2 or n_val >= len(y):
+        raise ValueError(f"validation_fraction={fraction} leaves no training images out of "
+                         f"{len(y)}; pass more images or validation_fraction=0")
+    counts = np.bincount(y)
+    stratify = y if counts.min() >= 2 and n_val >= len(counts) and \
+        len(y) - n_val >= len(counts) else None  # too few per class: a plain shuffled split
+    train, val = train_test_split(positions, test_size=fraction, stratify=stratify,
+                                  random_state=seed % (2**32))
+    return np.sort(train), np.sort(val)
+
+
 def batches(recipe: Recipe, split: TrainingData, pipeline: Pipeline, device: torch.device, *,
             generator: torch.Generator | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``(images, labels)`` batches on ``device``; shuffled when a generator is given."""
@@ -179,7 +229,19 @@ def batches(recipe: Recipe, split: TrainingData, pipeline: Pipeline, device: tor
                labels[torch.as_tensor(batch.indices)].to(device, non_blocking=True))
 
 
-def make_optimizer(recipe: Recipe, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+def param_groups(recipe: Recipe, module: nn.Module, head: str) -> list:
+    """The trainable parameters; in two groups (backbone at ``lr``, head at ``head_lr``) when
+    the head has its own rate."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    if recipe.head_lr is None or recipe.head_lr == recipe.lr:
+        return params
+    in_head = {id(p) for p in module.get_submodule(head).parameters()}
+    backbone = [p for p in params if id(p) not in in_head]
+    groups = [{"params": backbone}] if backbone else []
+    return groups + [{"params": [p for p in params if id(p) in in_head], "lr": recipe.head_lr}]
+
+
+def make_optimizer(recipe: Recipe, params: list) -> torch.optim.Optimizer:
     """The recipe's optimizer over ``params`` (SGD with momentum/Nesterov, Adam or AdamW)."""
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
@@ -206,6 +268,8 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     steps_per_epoch: int
+    n_classes: int = 2
+    start_loss: float | None = None  # the first batch's mean loss: what "exploded" is against
 
     @classmethod
     def start(cls, recipe: Recipe, module: nn.Module, head: str, n_train: int,
@@ -219,15 +283,30 @@ class Run:
                 p.requires_grad_(False)
             for p in module.get_submodule(head).parameters():
                 p.requires_grad_(True)
-        optimizer = make_optimizer(recipe, [p for p in module.parameters() if p.requires_grad])
+        optimizer = make_optimizer(recipe, param_groups(recipe, module, head))
         steps_per_epoch = math.ceil(n_train / recipe.batch_size)
+        total_steps = steps_per_epoch * recipe.epochs
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
             lr_factor, decay=recipe.lr_decay, schedule=recipe.lr_schedule,
-            total_steps=steps_per_epoch * recipe.epochs))
+            total_steps=total_steps, warmup_steps=math.ceil(recipe.warmup * total_steps)))
         scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16"
                                       and device.type == "cuda")
+        n_classes = getattr(module.get_submodule(head), "out_features", 2)
         return cls(recipe, module, head, pipeline, device, precision, memory_format, optimizer,
-                   scheduler, scaler, steps_per_epoch)
+                   scheduler, scaler, steps_per_epoch, n_classes)
+
+    def diverged(self, epoch: int, loss: float, kind: str = "loss") -> TrainingDivergedError:
+        """The error that stops a run whose loss went NaN, infinite or exploded."""
+        lr = self.recipe.lr
+        what = f"{kind} {loss:.3g}" if math.isfinite(loss) else f"{kind} {loss}"
+        if math.isfinite(loss) and self.start_loss:
+            what += f", {loss / self.start_loss:.3g} times the starting {self.start_loss:.3g}"
+        head = "" if self.recipe.head_lr in (None, lr) else \
+            f" and {option('head_lr', self.recipe.head_lr)}"
+        return TrainingDivergedError(
+            f"training diverged at epoch {epoch} ({what}): the learning rate is too high for "
+            f"this network and data; lower {option('lr', lr)}{head} (e.g. "
+            f"{option('lr', lr / 10)})")
 
     def set_train_mode(self) -> None:
         """Training mode; a frozen backbone stays in eval mode (batch-norm statistics fixed)."""
@@ -280,13 +359,24 @@ class Run:
         for xb, yb in batches(recipe, train, self.pipeline, self.device, generator=generator):
             lr_used = self.optimizer.param_groups[0]["lr"]
             batch_loss, batch_correct = self.train_step(xb, yb)
+            if not math.isfinite(batch_loss):
+                bar.close()
+                raise self.diverged(epoch, batch_loss)
+            if self.start_loss is None:
+                self.start_loss = max(batch_loss / len(yb), math.log(max(self.n_classes, 2)))
             loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, \
                 seen + len(yb)
             bar.update(1)
         row = {"epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                "val_loss": math.nan, "val_accuracy": math.nan, "lr": lr_used}
+        if row["train_loss"] > EXPLODED_LOSS_FACTOR * self.start_loss:
+            bar.close()
+            raise self.diverged(epoch, row["train_loss"])
         if len(val):
             row["val_loss"], row["val_accuracy"] = self.evaluate(val)
+            if not row["val_loss"] <= EXPLODED_VAL_LOSS_FACTOR * self.start_loss:  # NaN too
+                bar.close()
+                raise self.diverged(epoch, row["val_loss"], "validation loss")
         row["seconds"] = time.perf_counter() - started
         summary = (f"loss={row['train_loss']:.4f} acc={row['train_accuracy']:.4f}"
                    + (f" val_loss={row['val_loss']:.4f} val_acc={row['val_accuracy']:.4f}"

@@ -251,14 +251,14 @@ from sklearn.base import clone
 
 SWEEP = [("c3", "avg"), ("c3", "flatten"), ("s4", "flatten"), ("c5", "avg"),
          ("f6", "avg")]
-NETWORKS = {"trained on MNIST": CHECKPOINT, "random weights": "lenet5"}
+NETWORKS = {"trained on MNIST": (CHECKPOINT, None), "random weights": ("lenet5", "random")}
 # C by 3-fold CV on 1,000 of the training digits, then refitted on all of them: a
 # linear SVM on c3's 1,600 flattened values takes half a minute per fit.
 cv_part = np.arange(min(1000, len(Xm_train)))
 sweep = []
-for network, model in NETWORKS.items():
+for network, (model, weights) in NETWORKS.items():
     for layer, pooling in SWEEP:
-        ext = DeepFeatureExtractor(model, layer=layer, pooling=pooling).fit()
+        ext = DeepFeatureExtractor(model, weights, layer=layer, pooling=pooling).fit()
         A, B = ext.transform(Xm_train), ext.transform(Xm_test)
         search = GridSearchCV(make_svm("linear"), {"clf__C": SWEEP_C}, cv=3)
         search.fit(A[cv_part], ym_train[cv_part])

@@ -161,7 +161,8 @@ print(f"flat folder: layout {kaggle.layout!r}, labels {kaggle.labels.tolist()}")
 # ## 3. A CNN trained on the folder
 #
 # With internet access this step would be a download: an ImageNet-trained ResNet (section
-# 7). Here a ResNet-18 is trained from scratch on the training folder, on 32x32 RGB
+# 7). Here a ResNet-18 is trained from random weights (`weights="random"`: a torchvision
+# name otherwise means its pretrained weights) on the training folder, on 32x32 RGB
 # inputs (`ImagePreprocess`: resize, channels, normalisation), and saved as a featclf
 # checkpoint: a state dict plus metadata naming the architecture and its preprocessing,
 # loadable with `torch.load(..., weights_only=True)`.
@@ -174,8 +175,8 @@ from featclf.data import ImagePreprocess
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 started = time.perf_counter()
-cnn = SoftmaxClassifier("resnet18", preprocess=ImagePreprocess(32, 3, IMAGENET_MEAN,
-                                                               IMAGENET_STD),
+cnn = SoftmaxClassifier("resnet18", weights="random",  # offline here: no ImageNet weights
+                        preprocess=ImagePreprocess(32, 3, IMAGENET_MEAN, IMAGENET_STD),
                         optimizer="adam", lr=1e-3, batch_size=20, epochs=EPOCHS,
                         validation_fraction=0.0, random_state=0)
 cnn.fit(train, train.labels)
