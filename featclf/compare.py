@@ -568,5 +568,6 @@ def compare(
         results, predictions=run.predictions, y_true=run.y["test"], classes=run.classes,
         split=parts, histories=run.histories, setup=setup,
         timings=pd.DataFrame.from_records(run.timings, columns=list(TIMING_TABLE_COLUMNS)),
-        seconds=seconds, skipped=tuple(skipped),
+        seconds=seconds, skipped=tuple(skipped), scores=run.scores,
+        score_kinds=run.score_kinds, images=run.images,
     )  # fmt: skip

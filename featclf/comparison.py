@@ -2,8 +2,9 @@
 
 :func:`~featclf.compare.compare` returns it and :func:`featclf.report.write_report` reads it:
 the results table, the test predictions of every selected classifier keyed by
-:class:`ResultKey` ``(model, layer, classifier)``, the true test labels, the classes, the split,
-the softmax networks' training histories, the setup and where the time went.
+:class:`ResultKey` ``(model, layer, classifier)`` with each image's score of its predicted
+class, who the test images are, the true test labels, the classes, the split, the softmax
+networks' training histories, the setup and where the time went.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import pandas as pd
 from featclf.model_selection import Split
 
 __all__ = ["TIMING_TABLE_COLUMNS", "Comparison", "ResultKey"]
+
+_SCORE_KINDS = ("probability", "decision")
 
 #: Columns of :attr:`Comparison.timings`, in order.
 TIMING_TABLE_COLUMNS: tuple[str, ...] = (
@@ -76,6 +79,16 @@ class Comparison:
     skipped : tuple of (str, str)
         The image files left out because they could not be read (``on_error="skip"``):
         (path, reason) pairs.
+    scores : mapping of ResultKey to numpy.ndarray
+        For the keys of ``predictions``: each test image's score of the class it was assigned,
+        the probability (``predict_proba``; the softmax head's too) or, for a classifier
+        without probabilities (the SVMs), its ``decision_function`` value; may be empty.
+    score_kinds : mapping of ResultKey to str
+        Which score each key's ``scores`` are: ``"probability"`` or ``"decision"``.
+    images : sequence or None
+        Who the test images are, in the order of ``y_true``: their file paths when the data
+        were files, else their row positions in the data. None: :attr:`test_images` falls back
+        to ``split.test`` (row positions), or ``0 .. n_test - 1``.
 
     Examples
     --------
@@ -84,8 +97,11 @@ class Comparison:
     >>> results = pd.DataFrame({"model": ["m"], "layer": ["penultimate"],
     ...                         "classifier": ["softmax"], "accuracy": [0.5]})
     >>> comparison = Comparison(results, predictions={ResultKey("m", "penultimate",
-    ...                                                         "softmax"): [0, 1]})
+    ...                                                         "softmax"): [0, 1]},
+    ...                         y_true=[0, 0])
     >>> comparison.prediction("m", "penultimate", "softmax").tolist()
+    [0, 1]
+    >>> comparison.test_images.tolist()
     [0, 1]
     """
 
@@ -99,6 +115,9 @@ class Comparison:
     timings: pd.DataFrame | None = None
     seconds: float = float("nan")
     skipped: tuple[tuple[str, str], ...] = ()
+    scores: Mapping[ResultKey, np.ndarray] = field(default_factory=dict)
+    score_kinds: Mapping[ResultKey, str] = field(default_factory=dict)
+    images: Any = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.results, pd.DataFrame):
@@ -107,6 +126,16 @@ class Comparison:
             )
         keys = {ResultKey(*key): np.asarray(pred) for key, pred in self.predictions.items()}
         object.__setattr__(self, "predictions", keys)
+        scores = {ResultKey(*key): np.asarray(s, dtype=np.float64)
+                  for key, s in self.scores.items()}  # fmt: skip
+        object.__setattr__(self, "scores", scores)
+        kinds = {ResultKey(*key): str(kind) for key, kind in self.score_kinds.items()}
+        bad = {key: kind for key, kind in kinds.items() if kind not in _SCORE_KINDS}
+        if bad:
+            raise ValueError(f"score_kinds must be 'probability' or 'decision', got {bad}.")
+        object.__setattr__(self, "score_kinds", kinds)
+        if self.images is not None:
+            object.__setattr__(self, "images", np.asarray(self.images))
         for name in ("y_true", "classes"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, np.asarray(getattr(self, name)))
@@ -114,3 +143,17 @@ class Comparison:
     def prediction(self, model: str, layer: str, classifier: str) -> np.ndarray | None:
         """The test predictions of one selected classifier, or None when not recorded."""
         return self.predictions.get(ResultKey(model, layer, classifier))
+
+    @property
+    def test_images(self) -> np.ndarray | None:
+        """Who the test images are, in order: ``images``, else ``split.test``, else 0..n-1.
+
+        None when there are no test labels to count them by.
+        """
+        if self.images is not None:
+            return self.images
+        if self.split is not None:
+            return np.asarray(self.split.test)
+        if self.y_true is not None:
+            return np.arange(len(self.y_true))
+        return None

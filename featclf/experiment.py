@@ -2,8 +2,9 @@
 
 :class:`Experiment` trains the softmax baselines, extracts every layer's features (one
 extractor, one forward pass per batch, through the feature store when there is one), runs each
-classifier's C sweep (:func:`featclf.sweep.sweep`) and collects the rows, predictions,
-histories and timings that become a :class:`~featclf.comparison.Comparison`.
+classifier's C sweep (:func:`featclf.sweep.sweep`) and collects the rows, predictions (with
+each test image's score of its predicted class and the test images' identities), histories and
+timings that become a :class:`~featclf.comparison.Comparison`.
 """
 
 from __future__ import annotations
@@ -25,10 +26,18 @@ from threadpoolctl import threadpool_limits
 
 import featclf
 from featclf.comparison import ResultKey
-from featclf.data.sources import ImageSource
+from featclf.data.sources import FileSource, ImageSource
 from featclf.extract import DeepFeatureExtractor
 from featclf.model_selection import Split
-from featclf.sweep import PAIRED_COLUMNS, Features, Outcome, paired_stats, score, sweep
+from featclf.sweep import (
+    PAIRED_COLUMNS,
+    Features,
+    Outcome,
+    paired_stats,
+    predicted_class_score,
+    score,
+    sweep,
+)
 from featclf.train import SoftmaxClassifier
 
 __all__ = ["Experiment", "StageLog", "setup_description"]
@@ -71,6 +80,8 @@ class Experiment:
     log: StageLog
     rows: list[dict[str, Any]] = field(default_factory=list)
     predictions: dict[ResultKey, np.ndarray] = field(default_factory=dict)
+    scores: dict[ResultKey, np.ndarray] = field(default_factory=dict)
+    score_kinds: dict[ResultKey, str] = field(default_factory=dict)
     histories: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
     timings: list[dict[str, Any]] = field(default_factory=list)
     weights: dict[str, str] = field(default_factory=dict)
@@ -104,7 +115,16 @@ class Experiment:
         self.histories[model, baseline] = clf.history_.copy()
         self._time("training", model, None, baseline, fit_time)
         self.log(f"{model}: {baseline} test accuracy {row['accuracy']:.4f} ({fit_time:.1f} s)")
-        return Outcome(row, np.asarray(pred))
+        scores = predicted_class_score(pred, clf.classes_, proba)
+        return Outcome(row, np.asarray(pred), scores, "probability")
+
+    @property
+    def images(self) -> list[str] | np.ndarray:
+        """Who the test images are, in order: file paths, or row positions into the data."""
+        test = self.sources.get("test")
+        if isinstance(test, FileSource):
+            return list(test.paths)
+        return np.asarray(self.parts.test)
 
     def features(self, model: str, labels: list[str], extractor: DeepFeatureExtractor
                  ) -> dict[str, Features]:  # fmt: skip
@@ -175,7 +195,11 @@ class Experiment:
                 "n_train": len(self.y["train"]), "n_test": len(self.y["test"]), **paired,
             })  # fmt: skip
             if outcome.row["selected"]:
-                self.predictions[ResultKey(model, label, outcome.row["classifier"])] = outcome.pred
+                key = ResultKey(model, label, outcome.row["classifier"])
+                self.predictions[key] = outcome.pred
+                if outcome.score is not None:
+                    self.scores[key] = outcome.score
+                    self.score_kinds[key] = str(outcome.score_kind)
 
     def _time(self, phase: str, model: str, layer: str | None, classifier: str | None,
               seconds: float, **counts: int) -> None:  # fmt: skip

@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.stats import binomtest, chi2
+from scipy.stats import binomtest, chi2, norm
 from sklearn.utils import check_consistent_length, column_or_1d
 
 from featclf.params import Interval, check_params
@@ -24,6 +24,7 @@ __all__ = [
     "bootstrap_accuracy_ci",
     "bootstrap_accuracy_diff",
     "mcnemar",
+    "mcnemar_sample_size",
 ]
 
 #: Below this many discordant pairs ``mcnemar`` uses the exact binomial test by default.
@@ -282,3 +283,67 @@ def bootstrap_accuracy_ci(
         correct, n_resamples=n_resamples, confidence=confidence, random_state=random_state,
         owner="bootstrap_accuracy_ci",
     )  # fmt: skip
+
+
+_SAMPLE_SIZE_CONSTRAINTS = {
+    "discordance": [Interval(Real, 0, 1, closed="both")],
+    "difference": [Interval(Real, 0, 1, closed="right")],
+    "alpha": [Interval(Real, 0, 1, closed="neither")],
+    "power": [Interval(Real, 0, 1, closed="neither")],
+}
+
+
+def mcnemar_sample_size(
+    discordance: float, difference: float, *, alpha: float = 0.05, power: float = 0.8
+) -> int:
+    """Paired test images McNemar's test needs to detect an accuracy difference.
+
+    Connor's sample size for the paired-sample design: with ``psi`` the share of images on
+    which exactly one classifier is right (``(b + c) / n``) and ``delta`` the accuracy
+    difference to detect (``(b - c) / n``),
+
+    ``n = (z(1 - alpha/2) sqrt(psi) + z(power) sqrt(psi - delta**2))**2 / delta**2``,
+
+    rounded up, for a two-sided test at level ``alpha``.
+
+    Parameters
+    ----------
+    discordance : float in [0, 1]
+        ``psi``, e.g. the observed ``(mcnemar_b + mcnemar_c) / n_test``. A difference
+        ``delta`` needs at least ``delta`` discordant images, so smaller values (a tiny test set
+        where the two never disagreed) are raised to ``difference``.
+    difference : float in (0, 1]
+        ``delta``, the accuracy difference to detect: 0.03 for 3 points.
+    alpha : float, default=0.05
+        Level of the two-sided test.
+    power : float, default=0.8
+        Probability of detecting the difference when it is there.
+
+    Returns
+    -------
+    int
+        The number of paired test images.
+
+    References
+    ----------
+    R. J. Connor, "Sample size for testing differences in proportions for the paired-sample
+    design", Biometrics 43(1):207-211, 1987 (the formula of S.-C. Chow, J. Shao and H. Wang,
+    *Sample Size Calculations in Clinical Research*, for McNemar's test).
+
+    Examples
+    --------
+    >>> from featclf.stats import mcnemar_sample_size
+    >>> mcnemar_sample_size(0.1, 0.03)  # disagreeing on 10% of images, to detect 3 points
+    870
+    >>> mcnemar_sample_size(0.0, 0.03)  # never disagreeing: the least discordance of 3 points
+    260
+    """
+    check_params(_SAMPLE_SIZE_CONSTRAINTS, {"discordance": discordance, "difference": difference,
+                                            "alpha": alpha, "power": power},
+                 "mcnemar_sample_size")  # fmt: skip
+    delta = float(difference)
+    psi = max(float(discordance), delta)
+    z_alpha, z_beta = norm.ppf(1 - alpha / 2), norm.ppf(power)
+    n = (z_alpha * np.sqrt(psi) + z_beta * np.sqrt(psi - delta**2)) ** 2 / delta**2
+    # Guard the ceiling against float error on an exact integer (1e-9 of an image).
+    return int(np.ceil(n - 1e-9))

@@ -28,7 +28,10 @@ from sklearn.pipeline import Pipeline
 from featclf.pipelines import make_classifier
 from featclf.stats import bootstrap_accuracy_ci, bootstrap_accuracy_diff, mcnemar
 
-__all__ = ["PAIRED_COLUMNS", "Features", "Outcome", "paired_stats", "score", "sweep"]
+__all__ = [
+    "PAIRED_COLUMNS", "Features", "Outcome", "paired_stats", "predicted_class_score", "score",
+    "sweep",
+]  # fmt: skip
 
 _C_PARAM = "clf__C"
 
@@ -40,10 +43,56 @@ PAIRED_COLUMNS = (
 
 @dataclass
 class Outcome:
-    """One evaluated classifier: its row (without paired statistics) and test predictions."""
+    """One evaluated classifier: its row (without paired statistics) and test predictions.
+
+    ``score`` is each test image's score of its predicted class (see
+    :func:`predicted_class_score`) and ``score_kind`` says which: ``"probability"`` or
+    ``"decision"``; None when not computed.
+    """
 
     row: dict[str, Any]
     pred: np.ndarray
+    score: np.ndarray | None = None
+    score_kind: str | None = None
+
+
+def predicted_class_score(pred: np.ndarray, classes: np.ndarray, values: np.ndarray
+                          ) -> np.ndarray:  # fmt: skip
+    """Each image's score of the class it was assigned: one entry of ``values`` per row.
+
+    Parameters
+    ----------
+    pred : numpy.ndarray of shape (n,)
+        Predicted labels, each one of ``classes``.
+    classes : numpy.ndarray of shape (k,)
+        The estimator's ``classes_``, the column order of ``values``.
+    values : numpy.ndarray of shape (n, k) or (n,)
+        ``predict_proba`` or ``decision_function`` output. A 1-D decision function (a binary
+        scikit-learn classifier) is the score of ``classes[1]``; the predicted class's score
+        is then that value for ``classes[1]`` and its negative for ``classes[0]``, the
+        margin in favour of the class predicted.
+
+    Returns
+    -------
+    numpy.ndarray of shape (n,), float64
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from featclf.sweep import predicted_class_score
+    >>> proba = np.array([[0.9, 0.1], [0.3, 0.7]])
+    >>> predicted_class_score(np.array(["a", "b"]), np.array(["a", "b"]), proba).tolist()
+    [0.9, 0.7]
+    >>> predicted_class_score(np.array([0, 1]), np.array([0, 1]), np.array([-2.0, 0.5])).tolist()
+    [2.0, 0.5]
+    """
+    values = np.asarray(values, dtype=np.float64)
+    column = {c: i for i, c in enumerate(np.asarray(classes).tolist())}
+    index = np.fromiter((column[p] for p in np.asarray(pred).tolist()), dtype=np.intp,
+                        count=len(pred))  # fmt: skip
+    if values.ndim == 1:
+        return np.where(index == 1, values, -values)
+    return values[np.arange(len(index)), index]
 
 
 def score(
@@ -77,8 +126,12 @@ def score(
 
 def _fit_one_C(
     pipeline: Pipeline, C: float, F_train: np.ndarray, y_train: np.ndarray, F_test: np.ndarray
-) -> tuple[np.ndarray, np.ndarray | None, float, float, bool]:
-    """Fit one C on all training features; predict the test features (runs in a worker)."""
+) -> tuple[np.ndarray, np.ndarray | None, float, float, bool, np.ndarray, str]:
+    """Fit one C on all training features; predict the test features (runs in a worker).
+
+    Also returns each test image's score of its predicted class: the probability when the
+    classifier has ``predict_proba``, else its ``decision_function`` value.
+    """
     estimator = clone(pipeline).set_params(**{_C_PARAM: C})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
@@ -90,7 +143,12 @@ def _fit_one_C(
     pred = estimator.predict(F_test)
     proba = estimator.predict_proba(F_test) if hasattr(estimator, "predict_proba") else None
     predict_time = time.perf_counter() - start
-    return pred, proba, fit_time, predict_time, converged
+    if proba is not None:
+        values, kind = proba, "probability"
+    else:  # outside the timing: predict_time_s stays the time of predict (and predict_proba)
+        values, kind = estimator.decision_function(F_test), "decision"
+    scores = predicted_class_score(pred, estimator.classes_, values)
+    return pred, proba, fit_time, predict_time, converged, scores, kind
 
 
 @dataclass
@@ -160,7 +218,8 @@ def sweep(
         delayed(_fit_one_C)(pipeline, C, features.train, y_train, features.test) for C in grid
     )
     outcomes = []
-    for i, (C, (pred, proba, fit_time, predict_time, converged)) in enumerate(zip(grid, fits)):
+    for i, (C, fit) in enumerate(zip(grid, fits)):
+        pred, proba, fit_time, predict_time, converged, scores, kind = fit
         row = {
             "classifier": name,
             "C": float(C),
@@ -176,7 +235,7 @@ def sweep(
             "n_features": int(features.train.shape[1]),
             "converged": converged,
         }  # fmt: skip
-        outcomes.append(Outcome(row, np.asarray(pred)))
+        outcomes.append(Outcome(row, np.asarray(pred), scores, kind))
     return outcomes
 
 

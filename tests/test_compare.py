@@ -152,7 +152,8 @@ def test_write_report_on_compare_results_writes_every_file(comparison, results, 
     paths = write_report(comparison, tmp_path / "report")
     assert set(paths) == {"results.csv", "report.md", "report.html", "accuracy.png",
                           "c_curve.png", "confusion_lenet5_penultimate.png",
-                          "confusion_seed_cnn_penultimate.png"}  # fmt: skip
+                          "confusion_seed_cnn_penultimate.png", "predictions.csv",
+                          "predictions.parquet"}  # fmt: skip
     for path in paths.values():
         assert path.stat().st_size > 0
     written = pd.read_csv(paths["results.csv"])
@@ -458,3 +459,26 @@ def test_training_recipe_is_the_model_familys_recipe_on_every_training_image():
         assert training_recipe(model) == {**recipe_for(model), "validation_fraction": 0.0}
     assert training_recipe("resnet18")["optimizer"] != training_recipe("lenet5")["optimizer"]
     assert training_recipe("resnet18", epochs=2)["epochs"] == 2
+
+
+def test_cli_c_grids_sets_the_grid_and_a_c_at_its_edge_is_warned_about_in_cli_words(tmp_path):
+    images = _digit_folder(tmp_path / "digits")
+    out = tmp_path / "report"
+    code = main(["compare", "--data", str(images), "--model", "lenet5", "--classifier",
+                 "logistic", "--epochs", "1", "--quick", "--c-grids", "logistic=1e-4,2e-4",
+                 "--out", str(out)])  # fmt: skip
+    assert code == 0
+    written = pd.read_csv(out / "results.csv")
+    logistic = written[written["classifier"] == "logistic"]
+    assert sorted(logistic["C"]) == [1e-4, 2e-4]  # the grid given, not the default one
+    chosen = float(logistic.loc[logistic["selected"], "C"].iloc[0])
+    report = (out / "report.md").read_text("utf-8")
+    warnings = report[report.index("## Warnings"):report.index("## Setup")]
+    edge = "largest" if chosen == 2e-4 else "smallest"
+    assert f"C={chosen:g} is the {edge} value tried for the logistic regression" in warnings
+    assert "--c-grids" in warnings and "c_grids" not in warnings.replace("--c-grids", "")
+
+
+def test_cli_c_grids_refuses_a_malformed_grid_as_a_usage_error(capsys):
+    assert main(["compare", "--c-grids", "logistic=0,1"]) == 2
+    assert "is not CLASSIFIER=C,C,..." in capsys.readouterr().err

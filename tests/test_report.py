@@ -139,6 +139,8 @@ def two_model_report(tmp_path_factory):
 
 EXPECTED_FILES = {
     "results.csv",
+    "predictions.csv",
+    "predictions.parquet",
     "report.md",
     "report.html",
     "accuracy.png",
@@ -197,55 +199,60 @@ def test_markdown_links_the_plots_next_to_it(two_model_report):
         assert f"]({name})" in text
 
 
-def test_verdict_opens_the_report_with_the_non_significant_wording(two_model_report):
+def test_verdict_opens_the_report_and_calls_a_small_non_significant_test_inconclusive(
+        two_model_report):
     _, _, paths = two_model_report
     paragraph = paths["report.md"].read_text(encoding="utf-8").split("\n\n")[1]
     assert paragraph.startswith(
-        "On mnist5k, the linear SVM on lenet5's penultimate features reached 0.963 accuracy "
-        "vs 0.958 for the softmax head (difference +0.005, 95% CI [-0.004, +0.014]; "
-        "McNemar p = 0.41): no significant difference at the 5% level — the SVM matches the "
-        "softmax head."
+        "On mnist5k, the linear SVM on lenet5's penultimate features (C=1, chosen among 2 SVMs "
+        "by cross-validation accuracy, 0.960) reached 0.963 test accuracy vs 0.958 for the "
+        "softmax head (difference +0.005, 95% CI [-0.004, +0.014]; McNemar p = 0.41): "
+        "inconclusive — the 95% CI contains zero and McNemar's p is not below 0.05, and with "
+        "200 test images a difference of 3 points cannot be detected; it would take about 914"
     )
+    assert "matches" not in paragraph
 
 
-def test_verdict_says_significantly_worse_when_p_is_small_and_the_svm_lost(two_model_report):
+def test_verdict_says_worse_when_the_interval_and_mcnemar_agree(two_model_report):
     _, _, paths = two_model_report
     paragraph = paths["report.md"].read_text(encoding="utf-8").split("\n\n")[1]
     assert (
-        "the linear SVM on seedcnn's penultimate features reached 0.912 accuracy vs 0.950 for "
-        "the softmax head (difference -0.038, 95% CI [-0.052, -0.024]; McNemar p = 0.0021): "
-        "the SVM is significantly worse than the softmax head at the 5% level."
+        "reached 0.912 test accuracy vs 0.950 for the softmax head (difference -0.038, 95% CI "
+        "[-0.052, -0.024]; McNemar p = 0.0021): the SVM is worse than the softmax head (the "
+        "95% CI excludes zero and McNemar's p is below 0.05)."
     ) in paragraph
     html = paths["report.html"].read_text(encoding="utf-8")
-    assert "the SVM is significantly worse than the softmax head" in html
+    assert "the SVM is worse than the softmax head" in html
 
 
-def test_verdict_says_significantly_better_when_p_is_small_and_the_svm_won():
+def test_verdict_says_better_when_the_interval_and_mcnemar_agree():
     text = verdict(make_results({"resnet18": SIGNIFICANTLY_BETTER}, layer="avgpool"))
     assert text == (
-        "On mnist5k, the linear SVM on resnet18's avgpool features reached 0.931 accuracy vs "
-        "0.900 for the softmax head (difference +0.031, 95% CI [+0.012, +0.050]; "
-        "McNemar p < 0.001): the SVM is significantly better than the softmax head at the 5% "
-        "level."
+        "On mnist5k, the linear SVM on resnet18's avgpool features (C=1, chosen among 2 SVMs by "
+        "cross-validation accuracy, 0.928) reached 0.931 test accuracy vs 0.900 for the "
+        "softmax head (difference +0.031, 95% CI [+0.012, +0.050]; McNemar p < 0.001): the SVM "
+        "is better than the softmax head (the 95% CI excludes zero and McNemar's p is below "
+        "0.05)."
     )
 
 
-def test_verdict_falls_back_to_the_interval_without_a_mcnemar_p():
+def test_verdict_without_a_mcnemar_p_never_claims_a_difference():
     results = make_results({"lenet5": SIGNIFICANTLY_BETTER})
     results.results["mcnemar_p"] = np.nan
     text = verdict(results)
-    assert "McNemar" not in text
-    assert "significantly better than the softmax head (the 95% CI excludes zero)" in text
+    assert "better" not in text and "McNemar p" not in text
+    assert "inconclusive — the 95% CI excludes zero but no McNemar test was recorded" in text
 
 
-def test_verdict_compares_the_best_svm_by_test_accuracy():
+def test_verdict_compares_the_svm_chosen_by_cross_validation_not_the_test_best():
     results = make_results({"lenet5": NOT_SIGNIFICANT})
     table = results.results
     rbf = table["selected"] & (table["classifier"] == "rbf_svm")
-    table.loc[rbf, "accuracy"] = 0.99
-    assert verdict(results).startswith(
-        "On mnist5k, the RBF SVM on lenet5's penultimate features reached 0.990 accuracy"
-    )
+    table.loc[rbf, "accuracy"] = 0.99  # best on the test images, second by CV (0.95 < 0.96)
+    text = verdict(results)
+    assert text.startswith("On mnist5k, the linear SVM on lenet5's penultimate features (C=1, "
+                           "chosen among 2 SVMs by cross-validation accuracy, 0.960)")
+    assert "0.990" not in text
 
 
 def test_markdown_table_shows_the_selected_rows_with_intervals(two_model_report):

@@ -15,6 +15,7 @@ from featclf.stats import (
     bootstrap_accuracy_ci,
     bootstrap_accuracy_diff,
     mcnemar,
+    mcnemar_sample_size,
 )
 
 
@@ -197,3 +198,66 @@ def test_invalid_bootstrap_options_are_refused(options, message):
 def test_empty_test_set_is_refused():
     with pytest.raises(ValueError, match="empty test set"):
         bootstrap_accuracy_ci([], [])
+
+
+# --------------------------------------------------------------------------- sample size
+
+
+def connor_by_hand(psi: float, delta: float) -> float:
+    """Connor (1987) with the normal quantiles written out (alpha 0.05 two-sided, power 0.8)."""
+    z_alpha, z_beta = 1.959963985, 0.841621234
+    return (z_alpha * math.sqrt(psi) + z_beta * math.sqrt(psi - delta**2)) ** 2 / delta**2
+
+
+@pytest.mark.parametrize(("psi", "delta", "expected"),
+                         [(0.1, 0.03, 870), (0.2, 0.05, 626), (5 / 12, 0.03, 3632)])
+def test_sample_size_matches_connors_formula_by_hand(psi, delta, expected):
+    # (1.959964 * sqrt(0.1) + 0.841621 * sqrt(0.0991))**2 / 0.0009 = 869.7 -> 870;
+    # (1.959964 * sqrt(0.2) + 0.841621 * sqrt(0.1975))**2 / 0.0025 = 625.5 -> 626.
+    assert math.ceil(connor_by_hand(psi, delta)) == expected
+    assert mcnemar_sample_size(psi, delta) == expected
+
+
+def test_sample_size_gives_the_asked_power_in_simulated_paired_test_sets():
+    """n pairs with discordance 0.1 and a true difference of 3 points: McNemar's test (the
+    uncorrected chi-square the formula assumes) rejects at 5% in about 80% of test sets."""
+    psi, delta = 0.1, 0.03
+    n = mcnemar_sample_size(psi, delta)
+    rng = np.random.default_rng(0)
+
+    def power(n_pairs: int) -> float:
+        counts = rng.multinomial(n_pairs, [(psi + delta) / 2, (psi - delta) / 2,
+                                           1 - psi], size=4000)  # fmt: skip
+        b, c = counts[:, 0], counts[:, 1]
+        statistic = (b - c) ** 2 / np.maximum(b + c, 1)
+        return float(np.mean(statistic > 3.841458821))  # chi2(1) at 0.95
+
+    assert 0.77 < power(n) < 0.83
+    assert power(n // 2) < 0.6  # half the images: clearly underpowered
+
+
+def test_sample_size_grows_with_power_and_discordance_and_shrinks_with_the_difference():
+    base = mcnemar_sample_size(0.1, 0.03)
+    assert mcnemar_sample_size(0.1, 0.03, power=0.9) > base
+    assert mcnemar_sample_size(0.1, 0.03, alpha=0.01) > base
+    assert mcnemar_sample_size(0.2, 0.03) > base > mcnemar_sample_size(0.1, 0.05)
+
+
+def test_discordance_below_the_difference_is_raised_to_it():
+    # A 3-point difference means at least 3% discordant images: 0 and 0.01 count as 0.03.
+    assert mcnemar_sample_size(0.0, 0.03) == mcnemar_sample_size(0.01, 0.03) == 260
+    assert math.ceil(connor_by_hand(0.03, 0.03)) == 260
+
+
+@pytest.mark.parametrize(
+    ("args", "options", "message"),
+    [
+        ((1.5, 0.03), {}, "The 'discordance' parameter of mcnemar_sample_size must be a float"),
+        ((0.1, 0.0), {}, "The 'difference' parameter of mcnemar_sample_size must be a float"),
+        ((0.1, 0.03), {"power": 1.0}, "The 'power' parameter of mcnemar_sample_size"),
+        ((0.1, 0.03), {"alpha": 0.0}, "The 'alpha' parameter of mcnemar_sample_size"),
+    ],
+)
+def test_invalid_sample_size_options_are_refused(args, options, message):
+    with pytest.raises(ValueError, match=message):
+        mcnemar_sample_size(*args, **options)

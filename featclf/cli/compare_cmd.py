@@ -74,6 +74,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "on the validation images); not used when the data has its own split")
     p.add_argument("--cv", type=int, default=3, help="cross-validation folds that choose C "
                    "(default 3)")  # fmt: skip
+    p.add_argument("--c-grids", action="append", type=_c_grid, metavar="CLASSIFIER=C,C,...",
+                   help="the values of C to try for one classifier, e.g. rbf_svm=1,10,100,1000 "
+                   "(repeatable; default: each classifier's own grid)")  # fmt: skip
     p.add_argument("--pooling", default="avg", choices=("avg", "max", "flatten"),
                    help="how convolutional maps become vectors (default avg)")  # fmt: skip
     p.add_argument("--pca", type=_pca, metavar="N|FRACTION",
@@ -158,6 +161,26 @@ def _format_summary(summary: pd.DataFrame) -> str:
     return table.to_string(index=False)
 
 
+def _c_grid(text: str) -> tuple[str, list[float]]:
+    """``rbf_svm=1,10,100`` -> ``("rbf_svm", [1.0, 10.0, 100.0])`` (argparse type of --c-grids).
+
+    Examples
+    --------
+    >>> _c_grid("logistic=0.1,1")
+    ('logistic', [0.1, 1.0])
+    """
+    name, sep, values = text.partition("=")
+    try:
+        grid = [float(v) for v in values.split(",")] if sep and values else []
+    except ValueError:
+        grid = []
+    if name not in CLASSIFIER_NAMES or not grid or min(grid) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not CLASSIFIER=C,C,... with CLASSIFIER one of "
+            f"{', '.join(CLASSIFIER_NAMES)} and positive values of C")
+    return name, grid
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the comparison, write the report, print the summary; returns the exit code."""
     from featclf.pipelines import c_grid
@@ -168,6 +191,8 @@ def run(args: argparse.Namespace) -> int:
         options.update(QUICK, epochs=args.epochs or QUICK["epochs"])
         classifiers = args.classifiers or CLASSIFIER_NAMES
         options["c_grids"] = {n: c_grid(n)[::2] for n in classifiers}
+    if args.c_grids:
+        options["c_grids"] = {**options.get("c_grids", {}), **dict(args.c_grids)}
     engine = contextlib.nullcontext()
     n_jobs = args.n_jobs
     if args.engine == "ray":

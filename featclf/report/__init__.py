@@ -1,20 +1,23 @@
 """Turn a :class:`~featclf.comparison.Comparison` into a report: Markdown, HTML, CSV, PNG plots.
 
-The report opens with a verdict computed from the numbers (is the best SVM on the deep features
-better, worse or no different from the CNN's own softmax head?), then the setup, a table of the
+The report opens with a verdict computed from the numbers (is the SVM chosen by cross-validation
+on the deep features better, worse or no different from the CNN's own softmax head, or is the
+test set too small to tell?), then warnings (a C at the edge of its grid), the setup, a table of the
 selected classifiers per model/layer, and the plots. ``report.html`` is self-contained (plots
 embedded as base64 PNG); ``report.md`` links the PNG files next to it.
 
 Plots are drawn on :class:`matplotlib.figure.Figure` objects with the Agg canvas, never through
 ``pyplot``'s global state, so writing a report neither changes the caller's backend nor leaves
 figures open. The verdict and the tables are in :mod:`featclf.report._tables`, the plots in
-:mod:`featclf.report._plots`; this module lays them out and writes the files.
+:mod:`featclf.report._plots`, the per-image predictions in :mod:`featclf.report._predictions`;
+this module lays them out and writes the files.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ import pandas as pd
 from featclf.comparison import Comparison
 from featclf.errors import option
 from featclf.report._plots import _plot_accuracy, _plot_c_curve, _plot_confusions
+from featclf.report._predictions import PREDICTION_COLUMNS, predictions_table, write_predictions
 from featclf.report._tables import (
     _DASH,
     SUMMARY_COLUMNS,
@@ -35,12 +39,16 @@ from featclf.report._tables import (
     _prepare,
     _setup_items,
     _verdict,
+    report_warnings,
     setup_summary,
     summary_table,
     verdict,
 )
 
-__all__ = ["SUMMARY_COLUMNS", "setup_summary", "summary_table", "verdict", "write_report"]
+__all__ = [
+    "PREDICTION_COLUMNS", "SUMMARY_COLUMNS", "predictions_table", "setup_summary",
+    "summary_table", "verdict", "write_report",
+]  # fmt: skip
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 72rem;
@@ -60,7 +68,8 @@ Block = tuple[Any, ...]
 
 
 def _blocks(
-    df: pd.DataFrame, comparison: Comparison, title: str | None, images: list[str]
+    df: pd.DataFrame, comparison: Comparison, title: str | None, images: list[str],
+    files: Sequence[str] = (),
 ) -> list[Block]:
     """The report's content, independent of the output format."""
     config = dict(comparison.setup)
@@ -68,7 +77,11 @@ def _blocks(
     blocks: list[Block] = [
         ("h", 1, title or f"Deep-feature classifiers vs the softmax head on {dataset}")
     ]
-    blocks.append(("p", _verdict(df, config) or "No classifier results to compare."))
+    n_classes = None if comparison.classes is None else len(comparison.classes)
+    blocks.append(("p", _verdict(df, config, n_classes) or "No classifier results to compare."))
+    warnings = report_warnings(comparison)
+    if warnings:
+        blocks += [("h", 2, "Warnings"), ("ul", warnings)]
     blocks += [("h", 2, "Setup"), ("ul", _setup_items(df, config, comparison.classes))]
     if comparison.skipped:
         blocks += [("h", 2, "Skipped images"),
@@ -84,6 +97,10 @@ def _blocks(
         "McNemar's test compares their errors. The full C sweep is in results.csv."
     )
     blocks.append(("p", method))
+    if files:
+        blocks.append(("links", "Every test image's prediction by each selected classifier "
+                       "(the class, its probability or decision score, right or wrong; one row "
+                       "per image and classifier) is in ", files, "."))
     for model, layer, rows in _groups(df):
         blocks.append(("h", 3, f"{model} {_DASH} {layer}"))
         note = _group_note(rows)
@@ -103,7 +120,8 @@ def _blocks(
         }
         for name in images:
             caption = captions.get(name) or (
-                "Confusion matrices on the test set: the softmax head and the best SVM."
+                "Confusion matrices on the test set: the softmax head and the SVM chosen by "
+                "cross-validation."
             )
             blocks.append(("img", name, caption))
     return blocks
@@ -137,6 +155,9 @@ def _render_markdown(blocks: list[Block]) -> str:
             parts.append(_markdown_table(content[0]))
         elif kind == "img":
             parts.append(f"![{content[1]}]({content[0]})\n\n*{content[1]}*")
+        elif kind == "links":
+            links = " and ".join(f"[{name}]({name})" for name in content[1])
+            parts.append(f"{content[0]}{links}{content[2]}")
     return "\n\n".join(parts) + "\n"
 
 
@@ -153,6 +174,10 @@ def _render_html(blocks: list[Block], title: str, out: Path) -> str:
             body.append(f"<ul>{items}</ul>")
         elif kind == "table":
             body.append(content[0].to_html(index=False, border=0, escape=True))
+        elif kind == "links":
+            links = " and ".join(f'<a href="{html.escape(name)}">{html.escape(name)}</a>'
+                                 for name in content[1])  # fmt: skip
+            body.append(f"<p>{html.escape(content[0])}{links}{html.escape(content[2])}</p>")
         elif kind == "img":
             data = base64.b64encode((out / content[0]).read_bytes()).decode("ascii")
             caption = html.escape(content[1])
@@ -184,7 +209,8 @@ def write_report(
         ``macro_f1``, ``log_loss``, times, ``diff_vs_softmax`` and its CI, ``mcnemar_p``, ...)
         are used when present. ``diff_vs_softmax`` is the classifier's accuracy minus the
         softmax head's. Its ``setup`` is printed as the Setup section, with its ``classes``;
-        its ``predictions`` and ``y_true`` give the confusion matrices (skipped without them).
+        its ``predictions`` and ``y_true`` give the confusion matrices and the per-image
+        predictions (both skipped without them).
     out_dir : str or path-like
         Directory to write into; created if needed. Existing files of the same names are
         replaced.
@@ -195,8 +221,21 @@ def write_report(
     -------
     dict of str to pathlib.Path
         File name -> path of every file written: ``results.csv``, ``report.md``,
-        ``report.html``, ``accuracy.png``, ``c_curve.png`` (when some row has a C) and
-        ``confusion_<model>_<layer>.png`` (when predictions are given).
+        ``report.html``, ``accuracy.png``, ``c_curve.png`` (when some row has a C) and, when
+        predictions are given, ``confusion_<model>_<layer>.png``, ``predictions.csv`` and
+        ``predictions.parquet``.
+
+    Notes
+    -----
+    ``predictions.csv`` (and ``predictions.parquet``, the same table) is tidy: one row per
+    test image and selected classifier (the softmax head included), columns
+    :data:`PREDICTION_COLUMNS`: ``image`` (the file path when the data are files, else the
+    image's row position in the data), ``true_label``, ``model``, ``layer``, ``classifier``,
+    ``C`` (of the selected row), ``predicted``, ``score`` (the score of the predicted class),
+    ``score_kind`` (``"probability"`` from ``predict_proba``, or ``"decision"`` from
+    ``decision_function`` for SVMs without probabilities) and ``correct``. The mean of
+    ``correct`` per (model, layer, classifier) is that selected row's ``accuracy`` in
+    ``results.csv``, exactly. See :func:`predictions_table`.
 
     Examples
     --------
@@ -220,11 +259,13 @@ def write_report(
     results = comparison.results
     df = _prepare(results)
     config = dict(comparison.setup)
+    table = predictions_table(comparison)  # checked before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
     paths: dict[str, Path] = {"results.csv": out / "results.csv"}
     results.to_csv(paths["results.csv"], index=False)
+    paths.update(write_predictions(table, out))
 
     images: dict[str, Path] = {"accuracy.png": out / "accuracy.png"}
     _plot_accuracy(df, images["accuracy.png"], _ci_label(config))
@@ -232,7 +273,8 @@ def write_report(
         images["c_curve.png"] = out / "c_curve.png"
     images.update(_plot_confusions(df, comparison, out))
 
-    blocks = _blocks(df, comparison, title, list(images))
+    blocks = _blocks(df, comparison, title, list(images),
+                     [name for name in paths if name.startswith("predictions.")])
     heading = str(blocks[0][2])
     paths["report.md"] = out / "report.md"
     paths["report.md"].write_text(_render_markdown(blocks), encoding="utf-8")
