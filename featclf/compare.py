@@ -457,7 +457,9 @@ def compare(
         ``results``: one row per (model, layer, classifier, C), columns :data:`RESULT_COLUMNS`
         (:func:`featclf.report.write_report` documents them); the test predictions of the
         selected rows by :class:`~featclf.comparison.ResultKey`, the test labels, the classes,
-        the split, each softmax network's training history, the setup and the timings.
+        the split, each softmax network's training history, the setup and the timings; the
+        fitted classifiers (``estimators``) and feature networks (``networks``), which
+        :func:`featclf.winner.save_winner` saves.
 
     Examples
     --------
@@ -537,6 +539,8 @@ def compare(
             else _weights_words(baselines["softmax"].network_)
         )  # fmt: skip
         log_line(f"{model}: weights: {run.weights[model]}")
+        # The network the features come from, kept so the winner can be saved and reused.
+        run.networks[model] = pretrained.network if pretrained else baselines["softmax"]
         extractor = DeepFeatureExtractor(
             pretrained.network if pretrained else baselines["softmax"],
             layer=None if labels == [PENULTIMATE] else labels[0] if len(labels) == 1 else labels,
@@ -569,5 +573,6 @@ def compare(
         split=parts, histories=run.histories, setup=setup,
         timings=pd.DataFrame.from_records(run.timings, columns=list(TIMING_TABLE_COLUMNS)),
         seconds=seconds, skipped=tuple(skipped), scores=run.scores,
-        score_kinds=run.score_kinds, images=run.images,
+        score_kinds=run.score_kinds, images=run.images, estimators=run.estimators,
+        networks=run.networks,
     )  # fmt: skip

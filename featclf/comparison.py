@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from featclf.model_selection import Split
+from featclf.pipelines import BASELINES, REGISTRY
 
 __all__ = ["TIMING_TABLE_COLUMNS", "Comparison", "ResultKey"]
 
@@ -89,6 +90,15 @@ class Comparison:
         Who the test images are, in the order of ``y_true``: their file paths when the data
         were files, else their row positions in the data. None: :attr:`test_images` falls back
         to ``split.test`` (row positions), or ``0 .. n_test - 1``.
+    estimators : mapping of ResultKey to estimator
+        For the keys of ``predictions``: the fitted classifier that made them, the
+        scikit-learn pipeline refit at the selected C (it takes feature vectors), or the
+        softmax baseline's :class:`~featclf.train.SoftmaxClassifier` (it takes images); may
+        be empty. :func:`featclf.winner.save_winner` saves one with its network.
+    networks : mapping of str to network
+        Per model: the network its features came from, the trained softmax baseline's
+        ``SoftmaxClassifier`` (or, in a transfer run, the frozen pre-trained
+        :class:`~featclf.models.Network`); may be empty.
 
     Examples
     --------
@@ -118,6 +128,8 @@ class Comparison:
     scores: Mapping[ResultKey, np.ndarray] = field(default_factory=dict)
     score_kinds: Mapping[ResultKey, str] = field(default_factory=dict)
     images: Any = None
+    estimators: Mapping[ResultKey, Any] = field(default_factory=dict)
+    networks: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.results, pd.DataFrame):
@@ -134,6 +146,9 @@ class Comparison:
         if bad:
             raise ValueError(f"score_kinds must be 'probability' or 'decision', got {bad}.")
         object.__setattr__(self, "score_kinds", kinds)
+        object.__setattr__(self, "estimators",
+                           {ResultKey(*key): est for key, est in self.estimators.items()})
+        object.__setattr__(self, "networks", dict(self.networks))
         if self.images is not None:
             object.__setattr__(self, "images", np.asarray(self.images))
         for name in ("y_true", "classes"):
@@ -157,3 +172,71 @@ class Comparison:
         if self.y_true is not None:
             return np.arange(len(self.y_true))
         return None
+
+
+def is_svm(classifier: str) -> bool:
+    """Whether the classifier registry calls ``classifier`` an SVM.
+
+    Examples
+    --------
+    >>> is_svm("rbf_svm"), is_svm("logistic"), is_svm("softmax")
+    (True, False, False)
+    """
+    spec = REGISTRY.get(classifier)
+    return spec is not None and spec.is_svm
+
+
+def cv_candidates(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows :func:`chosen_by_cv` chooses among: the SVMs, else every non-baseline row.
+
+    Examples
+    --------
+    >>> rows = pd.DataFrame({"classifier": ["softmax", "logistic", "rbf_svm"]})
+    >>> cv_candidates(rows)["classifier"].tolist()
+    ['rbf_svm']
+    """
+    others = rows[~rows["classifier"].isin(BASELINES)]
+    svms = others[others["classifier"].map(is_svm)]
+    return svms if not svms.empty else others
+
+
+def chosen_by_cv(rows: pd.DataFrame, *, among_svms: bool = True) -> pd.Series | None:
+    """The row the verdict compares with the softmax head, and that ``save_winner`` saves.
+
+    With ``among_svms``, the candidates are the non-baseline rows that are SVMs (else every
+    non-baseline row); the one with the highest ``cv_accuracy`` wins. Rows without a CV
+    accuracy rank last; ties go to featclf's classifier order (linear SVM, Crammer-Singer SVM,
+    RBF SVM, logistic regression), then to the table's order. Test accuracy plays no part:
+    picking the best of several on the test images would bias the comparison made on them.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        Selected result rows (columns ``classifier`` and ``cv_accuracy``).
+    among_svms : bool, default=True
+        Restrict the candidates as above; False ranks every row given.
+
+    Returns
+    -------
+    pandas.Series or None
+        The chosen row; None when there is no candidate.
+
+    Examples
+    --------
+    >>> rows = pd.DataFrame({"classifier": ["softmax", "linear_svm", "rbf_svm", "logistic"],
+    ...                      "accuracy": [0.9, 0.99, 0.8, 0.95],
+    ...                      "cv_accuracy": [None, 0.91, 0.95, 0.97]})
+    >>> chosen_by_cv(rows)["classifier"]   # the CV-best SVM, not the test-best
+    'rbf_svm'
+    """
+    if among_svms:
+        rows = cv_candidates(rows)
+    if rows.empty:
+        return None
+    cv = (pd.to_numeric(rows["cv_accuracy"], errors="coerce").to_numpy(dtype=float)
+          if "cv_accuracy" in rows else np.full(len(rows), np.nan))
+    cv = np.where(np.isnan(cv), -np.inf, cv)
+    order = list(REGISTRY)
+    ranks = [order.index(c) if c in order else len(order) for c in rows["classifier"]]
+    # Highest CV accuracy; ties: classifier order, then table order (lexsort: last key first).
+    return rows.iloc[int(np.lexsort((np.arange(len(rows)), ranks, -cv))[0])]

@@ -82,6 +82,8 @@ class Experiment:
     predictions: dict[ResultKey, np.ndarray] = field(default_factory=dict)
     scores: dict[ResultKey, np.ndarray] = field(default_factory=dict)
     score_kinds: dict[ResultKey, str] = field(default_factory=dict)
+    estimators: dict[ResultKey, Any] = field(default_factory=dict)
+    networks: dict[str, Any] = field(default_factory=dict)
     histories: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
     timings: list[dict[str, Any]] = field(default_factory=list)
     weights: dict[str, str] = field(default_factory=dict)
@@ -116,7 +118,7 @@ class Experiment:
         self._time("training", model, None, baseline, fit_time)
         self.log(f"{model}: {baseline} test accuracy {row['accuracy']:.4f} ({fit_time:.1f} s)")
         scores = predicted_class_score(pred, clf.classes_, proba)
-        return Outcome(row, np.asarray(pred), scores, "probability")
+        return Outcome(row, np.asarray(pred), scores, "probability", clf)
 
     @property
     def images(self) -> list[str] | np.ndarray:
@@ -197,6 +199,8 @@ class Experiment:
             if outcome.row["selected"]:
                 key = ResultKey(model, label, outcome.row["classifier"])
                 self.predictions[key] = outcome.pred
+                if outcome.estimator is not None:
+                    self.estimators[key] = outcome.estimator
                 if outcome.score is not None:
                     self.scores[key] = outcome.score
                     self.score_kinds[key] = str(outcome.score_kind)

@@ -47,13 +47,16 @@ class Outcome:
 
     ``score`` is each test image's score of its predicted class (see
     :func:`predicted_class_score`) and ``score_kind`` says which: ``"probability"`` or
-    ``"decision"``; None when not computed.
+    ``"decision"``; None when not computed. ``estimator`` is the fitted classifier that made
+    the predictions (the pipeline refit at the selected C, or the softmax network); kept for
+    the selected rows only, None otherwise.
     """
 
     row: dict[str, Any]
     pred: np.ndarray
     score: np.ndarray | None = None
     score_kind: str | None = None
+    estimator: Any = None
 
 
 def predicted_class_score(pred: np.ndarray, classes: np.ndarray, values: np.ndarray
@@ -126,11 +129,12 @@ def score(
 
 def _fit_one_C(
     pipeline: Pipeline, C: float, F_train: np.ndarray, y_train: np.ndarray, F_test: np.ndarray
-) -> tuple[np.ndarray, np.ndarray | None, float, float, bool, np.ndarray, str]:
+) -> tuple[np.ndarray, np.ndarray | None, float, float, bool, np.ndarray, str, Pipeline]:
     """Fit one C on all training features; predict the test features (runs in a worker).
 
-    Also returns each test image's score of its predicted class: the probability when the
-    classifier has ``predict_proba``, else its ``decision_function`` value.
+    Also returns each test image's score of its predicted class (the probability when the
+    classifier has ``predict_proba``, else its ``decision_function`` value) and the fitted
+    pipeline itself.
     """
     estimator = clone(pipeline).set_params(**{_C_PARAM: C})
     with warnings.catch_warnings(record=True) as caught:
@@ -148,7 +152,7 @@ def _fit_one_C(
     else:  # outside the timing: predict_time_s stays the time of predict (and predict_proba)
         values, kind = estimator.decision_function(F_test), "decision"
     scores = predicted_class_score(pred, estimator.classes_, values)
-    return pred, proba, fit_time, predict_time, converged, scores, kind
+    return pred, proba, fit_time, predict_time, converged, scores, kind, estimator
 
 
 @dataclass
@@ -219,7 +223,7 @@ def sweep(
     )
     outcomes = []
     for i, (C, fit) in enumerate(zip(grid, fits)):
-        pred, proba, fit_time, predict_time, converged, scores, kind = fit
+        pred, proba, fit_time, predict_time, converged, scores, kind, estimator = fit
         row = {
             "classifier": name,
             "C": float(C),
@@ -235,7 +239,9 @@ def sweep(
             "n_features": int(features.train.shape[1]),
             "converged": converged,
         }  # fmt: skip
-        outcomes.append(Outcome(row, np.asarray(pred), scores, kind))
+        # Only the selected fit is kept: the others are scored and dropped (memory).
+        outcomes.append(Outcome(row, np.asarray(pred), scores, kind,
+                                estimator if i == chosen else None))
     return outcomes
 
 

@@ -22,7 +22,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("models", "store", "model_selection", "pipelines", "stats"),
     ("inference", "comparison"),
     ("extract", "train", "sweep"),
-    ("report", "distributed", "serving"),
+    ("report", "distributed", "serving", "winner"),
     ("experiment",),
     ("compare",),
     ("cli",),

@@ -153,7 +153,9 @@ def test_write_report_on_compare_results_writes_every_file(comparison, results, 
     assert set(paths) == {"results.csv", "report.md", "report.html", "accuracy.png",
                           "c_curve.png", "confusion_lenet5_penultimate.png",
                           "confusion_seed_cnn_penultimate.png", "predictions.csv",
-                          "predictions.parquet"}  # fmt: skip
+                          "predictions.parquet", "training_lenet5.png", "training_seed_cnn.png",
+                          "reliability_lenet5_penultimate.png",
+                          "reliability_seed_cnn_penultimate.png"}  # fmt: skip
     for path in paths.values():
         assert path.stat().st_size > 0
     written = pd.read_csv(paths["results.csv"])

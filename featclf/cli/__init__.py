@@ -1,4 +1,4 @@
-"""The ``featclf`` command: ``models``, ``train``, ``extract``, ``store``, ``compare``.
+"""The ``featclf`` command: ``models``, ``train``, ``extract``, ``store``, ``compare``, ``predict``.
 
 Each subcommand lives in its own module here, exposing ``add_parser(subparsers)`` which
 registers its arguments and sets ``func`` to the function that runs it and returns an exit code.
@@ -37,7 +37,7 @@ import sys
 from featclf import __version__
 from featclf.errors import cli_messages
 
-COMMANDS = ("models", "train", "extract", "store", "compare")
+COMMANDS = ("models", "train", "extract", "store", "compare", "predict")
 
 #: Exit codes of :func:`main`.
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141

@@ -104,6 +104,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--title", help="report title (default names the data set)")
     p.add_argument("--out", metavar="DIR",
                    help="report directory (default: artifacts/reports/<data set name>)")
+    p.add_argument("--save-model", metavar="DIR",
+                   help="where to save the fitted winner (the network and the classifier the "
+                   "verdict compares, chosen by cross-validation) for featclf predict "
+                   "(default: <report directory>/model)")  # fmt: skip
+    p.add_argument("--no-save-model", action="store_true",
+                   help="do not save the fitted winner")
     p.set_defaults(func=run)
 
 
@@ -243,6 +249,14 @@ def _finish(args: argparse.Namespace, comparison: Comparison, started: float) ->
     dataset = comparison.results["dataset"].iloc[0]
     out = Path(args.out) if args.out else Path("artifacts", "reports", dataset)
     paths = write_report(comparison, out, title=args.title)
+    saved = None
+    if not args.no_save_model:
+        from featclf.winner import save_winner
+
+        try:
+            saved = save_winner(comparison, args.save_model or out / "model").parent
+        except ValueError as exc:  # nothing to save (no classifier selected): the report stands
+            print(f"featclf compare: model not saved: {exc}", file=sys.stderr)
     elapsed = time.perf_counter() - started
 
     print()
@@ -254,6 +268,8 @@ def _finish(args: argparse.Namespace, comparison: Comparison, started: float) ->
         print(line)
     print()
     print(f"report: {out}/ ({', '.join(sorted(paths))})")
+    if saved is not None:
+        print(f"model: {saved}/ (featclf predict --model {saved} --images DIR)")
     minutes, seconds = divmod(elapsed, 60)
     print(f"total time: {int(minutes)} min {seconds:.1f} s"
           if minutes else f"total time: {seconds:.1f} s")  # fmt: skip

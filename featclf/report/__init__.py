@@ -3,14 +3,18 @@
 The report opens with a verdict computed from the numbers (is the SVM chosen by cross-validation
 on the deep features better, worse or no different from the CNN's own softmax head, or is the
 test set too small to tell?), then warnings (a C at the edge of its grid), the setup, a table of the
-selected classifiers per model/layer, and the plots. ``report.html`` is self-contained (plots
-embedded as base64 PNG); ``report.md`` links the PNG files next to it.
+selected classifiers per model/layer, per-class precision/recall/F1, the calibration of the
+probabilistic classifiers, the plots (row-normalised confusion matrices, training curves,
+reliability diagrams) and, when the test images are files, a gallery of thumbnails.
+``report.html`` is self-contained (plots and thumbnails embedded as base64 PNG); ``report.md``
+links the PNG files next to it.
 
 Plots are drawn on :class:`matplotlib.figure.Figure` objects with the Agg canvas, never through
 ``pyplot``'s global state, so writing a report neither changes the caller's backend nor leaves
 figures open. The verdict and the tables are in :mod:`featclf.report._tables`, the plots in
-:mod:`featclf.report._plots`, the per-image predictions in :mod:`featclf.report._predictions`;
-this module lays them out and writes the files.
+:mod:`featclf.report._plots`, the per-image predictions in :mod:`featclf.report._predictions`,
+the per-class, calibration and training sections in :mod:`featclf.report._quality`, the
+thumbnails in :mod:`featclf.report._gallery`; this module lays them out and writes the files.
 """
 
 from __future__ import annotations
@@ -25,8 +29,17 @@ import pandas as pd
 
 from featclf.comparison import Comparison
 from featclf.errors import option
+from featclf.report._gallery import gallery_html, gallery_rows
 from featclf.report._plots import _plot_accuracy, _plot_c_curve, _plot_confusions
 from featclf.report._predictions import PREDICTION_COLUMNS, predictions_table, write_predictions
+from featclf.report._quality import (
+    calibration_display,
+    calibration_table,
+    per_class_reports,
+    per_class_table,
+    plot_reliability,
+    plot_training,
+)
 from featclf.report._tables import (
     _DASH,
     SUMMARY_COLUMNS,
@@ -59,6 +72,11 @@ th, td { border: 1px solid #d0d7de; padding: .3rem .6rem; text-align: right; }
 th { background: #f6f8fa; } td:first-child, th:first-child { text-align: left; }
 figure { margin: 1rem 0; } img { max-width: 100%; }
 figcaption { color: #59636e; font-size: .9rem; }
+.gallery { display: flex; flex-wrap: wrap; gap: .5rem; margin: .5rem 0 1rem; }
+.gallery figure.thumb { width: 8.5rem; margin: 0; }
+.gallery figure.thumb img { display: block; width: 96px; height: auto; image-rendering: pixelated;
+       border: 1px solid #d0d7de; }
+.gallery figure.thumb figcaption { font-size: .75rem; overflow-wrap: anywhere; }
 """
 
 
@@ -67,9 +85,53 @@ figcaption { color: #59636e; font-size: .9rem; }
 Block = tuple[Any, ...]
 
 
+def _quality_blocks(
+    df: pd.DataFrame, comparison: Comparison, calibration: pd.DataFrame
+) -> list[Block]:
+    """The per-class tables and the calibration table."""
+    blocks: list[Block] = []
+    reports = per_class_reports(df, comparison)
+    if reports:
+        blocks += [("h", 2, "Per class"),
+                   ("p", "Precision (P), recall (R) and F1 of each class on the test set, for each "
+                    "selected classifier (scikit-learn's classification_report); support is the "
+                    "number of test images of the class. With many classes or classifiers only "
+                    "F1 is shown.")]  # fmt: skip
+        for model, layer, group in reports:
+            blocks += [("h", 3, f"{model} {_DASH} {layer}"), ("table", per_class_table(group))]
+    if not calibration.empty:
+        blocks += [("h", 2, "Calibration"),
+                   ("p", "How far each probabilistic classifier's confidence is from its accuracy "
+                    "on the test set. The top-label expected calibration error (ECE) bins the "
+                    "probability of the predicted class into 10 equal-width bins and averages "
+                    "|accuracy - mean confidence| over the bins, weighted by their share of the "
+                    "test images (0 is perfectly calibrated); log-loss uses every class's "
+                    "probability. SVMs without probabilities are left out."),
+                   ("table", calibration_display(calibration))]  # fmt: skip
+    return blocks
+
+
+def _caption(name: str, ci_label: str) -> str:
+    """The caption of one plot, by its file name."""
+    if name == "accuracy.png":
+        return f"Test accuracy of the selected classifiers ({ci_label})."
+    if name == "c_curve.png":
+        return ("Accuracy against C: test (solid), cross-validation on the training features "
+                "(dotted), the C chosen by CV (star), the softmax head (dashed).")
+    if name.startswith("training_"):
+        return ("Training of the softmax network: loss and accuracy per epoch, on the training "
+                "images (solid) and the validation images (dashed) where held out.")
+    if name.startswith("reliability_"):
+        return ("Reliability diagram: accuracy against mean confidence in each of 10 "
+                "equal-width bins of the predicted class's probability (the diagonal is "
+                "perfect calibration).")
+    return ("Confusion matrices on the test set, normalised by row (each true class's row "
+            "sums to 1): the softmax head and the SVM chosen by cross-validation.")
+
+
 def _blocks(
     df: pd.DataFrame, comparison: Comparison, title: str | None, images: list[str],
-    files: Sequence[str] = (),
+    files: Sequence[str] = (), quality: Sequence[Block] = (),
 ) -> list[Block]:
     """The report's content, independent of the output format."""
     config = dict(comparison.setup)
@@ -111,19 +173,19 @@ def _blocks(
             blocks.append(("p", "No row is marked selected."))
         else:
             blocks.append(("table", _display_table(selected, ci_label)))
+    blocks += list(quality)
     if images:
         blocks.append(("h", 2, "Plots"))
-        captions = {
-            "accuracy.png": f"Test accuracy of the selected classifiers ({ci_label}).",
-            "c_curve.png": "Accuracy against C: test (solid), cross-validation on the training "
-            "features (dotted), the C chosen by CV (star), the softmax head (dashed).",
-        }
-        for name in images:
-            caption = captions.get(name) or (
-                "Confusion matrices on the test set: the softmax head and the SVM chosen by "
-                "cross-validation."
-            )
-            blocks.append(("img", name, caption))
+        blocks += [("img", name, _caption(name, ci_label)) for name in images]
+    gallery = gallery_rows(df, comparison)
+    if gallery:
+        blocks += [("h", 2, "Test images"),
+                   ("p", "Test images worth a look: those each classifier got wrong with the "
+                    "highest score of the class it predicted, and those where the softmax head "
+                    "and the SVM chosen by cross-validation disagree (one right, the other "
+                    "wrong). Each caption gives the file, its true class and both predictions.")]
+        for heading, thumbs in gallery:
+            blocks += [("h", 3, heading), ("gallery", thumbs)]
     return blocks
 
 
@@ -155,6 +217,8 @@ def _render_markdown(blocks: list[Block]) -> str:
             parts.append(_markdown_table(content[0]))
         elif kind == "img":
             parts.append(f"![{content[1]}]({content[0]})\n\n*{content[1]}*")
+        elif kind == "gallery":
+            parts.append("\n".join(f"- {thumb.caption}" for thumb in content[0]))
         elif kind == "links":
             links = " and ".join(f"[{name}]({name})" for name in content[1])
             parts.append(f"{content[0]}{links}{content[2]}")
@@ -174,6 +238,8 @@ def _render_html(blocks: list[Block], title: str, out: Path) -> str:
             body.append(f"<ul>{items}</ul>")
         elif kind == "table":
             body.append(content[0].to_html(index=False, border=0, escape=True))
+        elif kind == "gallery":
+            body.append(gallery_html(content[0]))
         elif kind == "links":
             links = " and ".join(f'<a href="{html.escape(name)}">{html.escape(name)}</a>'
                                  for name in content[1])  # fmt: skip
@@ -222,8 +288,10 @@ def write_report(
     dict of str to pathlib.Path
         File name -> path of every file written: ``results.csv``, ``report.md``,
         ``report.html``, ``accuracy.png``, ``c_curve.png`` (when some row has a C) and, when
-        predictions are given, ``confusion_<model>_<layer>.png``, ``predictions.csv`` and
-        ``predictions.parquet``.
+        predictions are given, ``confusion_<model>_<layer>.png`` (row-normalised),
+        ``predictions.csv`` and ``predictions.parquet``; ``training_<model>.png`` for each
+        model with a training history, and ``reliability_<model>_<layer>.png`` where some
+        selected classifier's scores are probabilities.
 
     Notes
     -----
@@ -272,9 +340,13 @@ def write_report(
     if _plot_c_curve(df, out / "c_curve.png"):
         images["c_curve.png"] = out / "c_curve.png"
     images.update(_plot_confusions(df, comparison, out))
+    images.update(plot_training(comparison, out))
+    calibration = calibration_table(df, comparison)
+    images.update(plot_reliability(calibration, comparison, out))
 
     blocks = _blocks(df, comparison, title, list(images),
-                     [name for name in paths if name.startswith("predictions.")])
+                     [name for name in paths if name.startswith("predictions.")],
+                     _quality_blocks(df, comparison, calibration))
     heading = str(blocks[0][2])
     paths["report.md"] = out / "report.md"
     paths["report.md"].write_text(_render_markdown(blocks), encoding="utf-8")

@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from sklearn.metrics import ConfusionMatrixDisplay
+from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
 
 from featclf.comparison import Comparison
 from featclf.report._tables import (
@@ -119,44 +119,65 @@ def _plot_c_curve(df: pd.DataFrame, path: Path) -> bool:
     return True
 
 
-def _plot_confusions(df: pd.DataFrame, comparison: Comparison, out: Path) -> dict[str, Path]:
-    """Confusion matrices of the softmax head and the best SVM, one file per model/layer."""
+def _confusion_figure(
+    df: pd.DataFrame, comparison: Comparison, model: str, layer: str
+) -> tuple[Figure, list[np.ndarray]] | None:
+    """Row-normalised confusion matrices of the softmax head and the SVM chosen by CV.
+
+    Returns the figure and the matrices it shows (rows: true class, summing to 1; a class
+    absent from the test set is a row of zeros), or None without predictions to show.
+    """
     y_true = comparison.y_true
-    if y_true is None or not comparison.predictions:
-        return {}
-    labels = comparison.classes
-    written: dict[str, Path] = {}
-    for model, layer, rows in _groups(df):
-        softmax, rival = _softmax_and_rival(rows[rows["selected"]])
-        panels = []
-        for row in (softmax, rival):
-            if row is None:
-                continue
-            pred = comparison.prediction(model, layer, row["classifier"])
-            if pred is not None and len(pred) == len(y_true):
-                panels.append((row, pred))
-        if not panels:
+    rows = df[(df["model"] == model) & (df["layer"] == layer)]
+    softmax, rival = _softmax_and_rival(rows[rows["selected"]])
+    panels = []
+    for row in (softmax, rival):
+        if row is None:
             continue
-        figure = _new_figure(5.2 * len(panels), 4.8)
-        axes = figure.subplots(1, len(panels), squeeze=False).ravel()
-        n_labels = len(labels) if labels is not None else len(np.unique(y_true))
-        for ax, (row, pred) in zip(axes, panels):
-            ConfusionMatrixDisplay.from_predictions(
-                y_true,
-                pred,
-                labels=labels,
-                ax=ax,
-                colorbar=False,
-                cmap="Blues",
-                include_values=n_labels <= 20,
-                xticks_rotation="vertical" if n_labels > 10 else "horizontal",
-            )
-            if n_labels > 30:
-                ax.set_xticks([])
-                ax.set_yticks([])
-            ax.set_title(f"{_name(row['classifier'])}: accuracy {_num(row['accuracy'], '.3f')}")
-        figure.suptitle(f"Confusion matrices, {model} / {layer} (test set)")
+        pred = comparison.prediction(model, layer, row["classifier"])
+        if pred is not None and y_true is not None and len(pred) == len(y_true):
+            panels.append((row, pred))
+    if not panels:
+        return None
+    labels = comparison.classes
+    if labels is None:
+        labels = np.unique(np.concatenate([y_true, *(pred for _, pred in panels)]))
+    n_labels = len(labels)
+    figure = _new_figure(5.2 * len(panels), 4.8)
+    axes = figure.subplots(1, len(panels), squeeze=False).ravel()
+    matrices = []
+    for ax, (row, pred) in zip(axes, panels):
+        # Row-normalised: each true class's row is where its test images went, so a rare
+        # class's errors show as plainly as a common one's.
+        matrix = confusion_matrix(y_true, pred, labels=labels, normalize="true")
+        matrices.append(matrix)
+        ConfusionMatrixDisplay(matrix, display_labels=labels).plot(
+            ax=ax,
+            colorbar=False,
+            cmap="Blues",
+            include_values=n_labels <= 20,
+            values_format=".2f",
+            xticks_rotation="vertical" if n_labels > 10 else "horizontal",
+            im_kw={"vmin": 0.0, "vmax": 1.0},
+        )
+        if n_labels > 30:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        ax.set_title(f"{_name(row['classifier'])}: accuracy {_num(row['accuracy'], '.3f')}")
+    figure.suptitle(f"Confusion matrices, {model} / {layer} (test set, each row sums to 1)")
+    return figure, matrices
+
+
+def _plot_confusions(df: pd.DataFrame, comparison: Comparison, out: Path) -> dict[str, Path]:
+    """Row-normalised confusion matrices of the softmax head and the best SVM, per model/layer."""
+    if comparison.y_true is None or not comparison.predictions:
+        return {}
+    written: dict[str, Path] = {}
+    for model, layer, _ in _groups(df):
+        drawn = _confusion_figure(df, comparison, model, layer)
+        if drawn is None:
+            continue
         name = f"confusion_{_safe(model)}_{_safe(layer)}.png"
-        figure.savefig(out / name)
+        drawn[0].savefig(out / name)
         written[name] = out / name
     return written

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from featclf.comparison import Comparison
+from featclf.comparison import Comparison, chosen_by_cv, cv_candidates, is_svm
 from featclf.pipelines import BASELINES, REGISTRY
 
 #: Columns of :func:`summary_table`, in order (those missing from the results are left out).
@@ -106,10 +106,7 @@ def _name(classifier: str) -> str:
     return spec.label if spec else classifier.replace("_", " ")
 
 
-def _is_svm(classifier: str) -> bool:
-    """Whether the registry calls ``classifier`` an SVM."""
-    spec = REGISTRY.get(classifier)
-    return spec is not None and spec.is_svm
+_is_svm = is_svm
 
 
 def _color(classifier: str, seen: list[str]) -> str:
@@ -173,33 +170,16 @@ def _groups(df: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
 
 
 def _rival_pool(selected: pd.DataFrame) -> pd.DataFrame:
-    """The selected rows the headline may compare: the SVMs (else every other classifier)."""
-    others = selected[~selected["classifier"].isin(BASELINES)]
-    svms = others[others["classifier"].map(_is_svm)]
-    pool = svms if not svms.empty else others
-    return pool[pool["accuracy"].notna()]
+    """The selected rows with a test accuracy that the headline may compare (see
+    :func:`featclf.comparison.cv_candidates`)."""
+    return cv_candidates(selected[selected["accuracy"].notna()])
 
 
 def _softmax_and_rival(selected: pd.DataFrame) -> tuple[pd.Series | None, pd.Series | None]:
-    """The softmax row and the SVM the headline compares with it, chosen by CV, never by test.
-
-    The rival is the selected SVM (else the selected other classifier) with the highest
-    ``cv_accuracy``; ties, and rows without one (ranked last), go to the first in featclf's
-    classifier order (linear SVM, Crammer-Singer SVM, RBF SVM, logistic regression). Test
-    accuracy plays no part: picking the best of several on the test set would bias the verdict.
-    """
+    """The softmax row and the SVM the headline compares with it, chosen by cross-validation
+    (:func:`featclf.comparison.chosen_by_cv`), never by test accuracy."""
     softmax = selected[selected["classifier"] == "softmax"]
-    pool = _rival_pool(selected)
-    rival = None
-    if not pool.empty:
-        ranks = {c: i for i, c in enumerate(_ORDER)}
-        cv = pd.to_numeric(pool["cv_accuracy"], errors="coerce")
-        ranked = pool.assign(
-            _has_cv=cv.notna().astype(int), _cv=cv.fillna(-np.inf),
-            _rank=[ranks.get(c, len(ranks)) for c in pool["classifier"]],
-        ).sort_values(["_has_cv", "_cv", "_rank", "classifier"],
-                      ascending=[False, False, True, True], kind="stable")  # fmt: skip
-        rival = pool.loc[ranked.index[0]]
+    rival = chosen_by_cv(_rival_pool(selected), among_svms=False)
     return (softmax.iloc[0] if not softmax.empty else None), rival
 
 
@@ -239,7 +219,7 @@ def summary_table(comparison: Comparison) -> pd.DataFrame:
     Examples
     --------
     >>> import pandas as pd
-    >>> from featclf.comparison import Comparison
+    >>> from featclf.comparison import Comparison, chosen_by_cv, cv_candidates, is_svm
     >>> from featclf.report import summary_table
     >>> results = pd.DataFrame({
     ...     "model": "lenet5", "layer": "penultimate",
@@ -352,7 +332,7 @@ def setup_summary(comparison: Comparison) -> list[str]:
     Examples
     --------
     >>> import pandas as pd
-    >>> from featclf.comparison import Comparison
+    >>> from featclf.comparison import Comparison, chosen_by_cv, cv_candidates, is_svm
     >>> from featclf.report import setup_summary
     >>> results = pd.DataFrame({"model": ["lenet5"], "layer": ["penultimate"],
     ...                         "classifier": ["softmax"], "accuracy": [0.9]})
