@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 
 import numpy as np
 import pandas as pd
@@ -379,12 +378,11 @@ def test_too_few_images_per_class_for_the_validation_split_is_refused(digits):
     two_each = np.concatenate([np.flatnonzero(y == c)[:2] for c in (3, 5)])
     five_each = np.concatenate([np.flatnonzero(y == c)[:5] for c in (3, 5)])
     clf = SoftmaxClassifier("lenet5", epochs=1, random_state=0)
-    started = time.perf_counter()
     with pytest.raises(ValueError, match=r"needs at least 5 images of each class; class 3 has "
                        r"2, class 5 has 2.*validation_fraction=0.2 holds out one image in 5.*"
                        r"or validation_fraction=0.0 to train on all"):
         clf.fit(X[two_each], y[two_each])
-    assert time.perf_counter() - started < 2 and not hasattr(clf, "recipe_")
+    assert not hasattr(clf, "recipe_")  # refused before the recipe, the network or a batch
     # five of each: one per class to validate on; without validation two of each train
     assert sorted(clf.fit(X[five_each], y[five_each]).classes_) == [3, 5]
     assert len(clf.history_) == 1 and clf.history_["val_accuracy"].notna().all()
