@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from featclf.comparison import Comparison, chosen_by_cv, cv_candidates, is_svm
+from featclf.comparison import Comparison, chosen_by_cv, cv_candidates
 from featclf.pipelines import BASELINES, REGISTRY
 
 #: Columns of :func:`summary_table`, in order (those missing from the results are left out).
@@ -106,7 +106,6 @@ def _name(classifier: str) -> str:
     return spec.label if spec else classifier.replace("_", " ")
 
 
-_is_svm = is_svm
 
 
 def _color(classifier: str, seen: list[str]) -> str:
@@ -219,7 +218,7 @@ def summary_table(comparison: Comparison) -> pd.DataFrame:
     Examples
     --------
     >>> import pandas as pd
-    >>> from featclf.comparison import Comparison, chosen_by_cv, cv_candidates, is_svm
+    >>> from featclf.comparison import Comparison
     >>> from featclf.report import summary_table
     >>> results = pd.DataFrame({
     ...     "model": "lenet5", "layer": "penultimate",
@@ -332,7 +331,7 @@ def setup_summary(comparison: Comparison) -> list[str]:
     Examples
     --------
     >>> import pandas as pd
-    >>> from featclf.comparison import Comparison, chosen_by_cv, cv_candidates, is_svm
+    >>> from featclf.comparison import Comparison
     >>> from featclf.report import setup_summary
     >>> results = pd.DataFrame({"model": ["lenet5"], "layer": ["penultimate"],
     ...                         "classifier": ["softmax"], "accuracy": [0.9]})

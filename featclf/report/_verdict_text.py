@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from featclf.comparison import Comparison
+from featclf.comparison import Comparison, is_svm
 from featclf.errors import option
 from featclf.pipelines import BASELINES
 from featclf.report._tables import (
@@ -25,7 +25,6 @@ from featclf.report._tables import (
     _dataset,
     _finite,
     _groups,
-    _is_svm,
     _name,
     _num,
     _prepare,
@@ -78,7 +77,7 @@ def _near_chance(softmax: pd.Series, n_classes: int | None) -> str | None:
 
 def _choice(pool_size: int, rival: pd.Series) -> str:
     """How the headline's classifier was chosen, in words (always by CV, never by test)."""
-    kind = "SVMs" if _is_svm(rival["classifier"]) else "classifiers"
+    kind = "SVMs" if is_svm(rival["classifier"]) else "classifiers"
     C = f"C={float(rival['C']):g}, " if _finite(rival["C"]) else ""
     if not _finite(rival["cv_accuracy"]):
         return (f"{C}no cross-validation accuracy was recorded, so the first in featclf's "
@@ -243,7 +242,7 @@ def _verdict_sentence(
     p = rival["mcnemar_p"]
     if _finite(p):
         details.append("McNemar p " + ("< 0.001" if float(p) < 0.001 else f"= {_pvalue(p)}"))
-    short = "the SVM" if _is_svm(rival["classifier"]) else f"the {_name(rival['classifier'])}"
+    short = "the SVM" if is_svm(rival["classifier"]) else f"the {_name(rival['classifier'])}"
     conclusion = _conclusion(rival, softmax, diff, ci_label, short, reference, n_classes)
     return (
         f"On {dataset}, {subject} reached {_num(rival['accuracy'], '.3f')} test accuracy vs "
