@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test bench bench-gpu lint install clean-venv
+.PHONY: demo test bench bench-gpu lint install chromium screenshots clean-venv
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -16,14 +16,35 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+## make chromium: Debian's Chromium for the report's browser test (tests/test_report_browser.py)
+## and tools/report_screenshot.py; Playwright (a dev extra) drives it, no browser is downloaded
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(CHROMIUM):
+	@if command -v apt-get >/dev/null; then \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium; \
+	else \
+		echo "no apt-get: install Chromium yourself and set FEATCLF_CHROMIUM=/path/to/it" \
+		     "(without it the browser test is skipped)"; \
+	fi
+
+chromium: $(CHROMIUM)
+
 ## make demo: the main job, softmax vs SVM vs logistic on MNIST-5k -> artifacts/reports/mnist5k/
 demo: $(STAMP)
 	$(BIN)/featclf compare --out artifacts/reports/mnist5k
 
 ## make test: the whole test suite (slow tests included), doctests, notebooks and ruff
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check featclf tests benchmarks tools notebooks/src conftest.py
 	$(BIN)/python -m pytest -p no:cacheprovider
+
+## make screenshots: the demo report in headless Chromium at 1280 px and 390 px (phone); fails
+## when something overflows or overlaps
+screenshots: $(STAMP) $(CHROMIUM)
+	$(BIN)/python tools/report_screenshot.py artifacts/reports/mnist5k/report.html \
+		artifacts/reports/mnist5k/screenshot.png --phone artifacts/reports/mnist5k/screenshot_phone.png
 
 ## make bench: the benchmark suite (not part of make test); JSON under artifacts/benchmarks/
 bench: $(STAMP)

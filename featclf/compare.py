@@ -8,6 +8,13 @@ One call runs one experiment spec. The data is split once (stratified, seeded,
 2. The same trained network (or, with ``weights=``, a frozen pre-trained one) turns the
    training and test images into feature vectors (:class:`~featclf.extract.DeepFeatureExtractor`,
    the penultimate layer or every entry of ``layers``, all from one forward pass per batch).
+   That forward also gives the network's own outputs (the ``"logits"`` block): the softmax head
+   is scored from them, the same predictions as ``SoftmaxClassifier.predict`` with no second
+   pass over the images (a transfer run's softmax networks are not the feature network, and
+   score themselves). With ``augment="seed"`` every softmax network trains on augmented
+   images; with ``views=K`` too, each layer gets a second group of rows whose classifiers
+   train on the clean features and on ``K`` augmented views of each training image
+   (:mod:`featclf._views_arms`).
    With ``store=``, vectors are kept in a :class:`~featclf.store.FeatureStore`: a second
    identical run reads them instead of computing them (training still runs: it is seeded, so
    it trains the same network and the store's vectors are that network's).
@@ -39,22 +46,33 @@ import numpy as np
 import pandas as pd
 import torch
 
+from featclf._views_arms import (
+    AUGMENTATIONS,
+    add_views_group,
+    check_augment,
+    layer_param,
+    views_arms,
+    views_setup,
+)
 from featclf.comparison import TIMING_TABLE_COLUMNS, Comparison
 from featclf.data.datasets import BUILTIN_DATASETS, load_data
 from featclf.data.files import ImageFiles
 from featclf.data.inputs import as_image_source
-from featclf.data.sources import FileSource, check_on_error
+from featclf.data.sources import check_on_error
 from featclf.devices import resolve_device
-from featclf.experiment import Experiment, StageLog, setup_description
+from featclf.experiment import (
+    Experiment,
+    StageLog,
+    class_counts,
+    readable_files,
+    setup_description,
+    split_parts,
+)
 from featclf.extract import DeepFeatureExtractor
-from featclf.extract.layers import PENULTIMATE
+from featclf.extract.layers import LOGITS, PENULTIMATE
 from featclf.model_selection import (
-    Split,
     _split_fractions,
-    check_class_counts,
     class_counts_text,
-    make_split,
-    predefined_split,
 )
 from featclf.models import Network, get_model_spec, load_network
 from featclf.models.head import POOLINGS, check_layer
@@ -87,88 +105,14 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "dataset", "model", "layer", "classifier", "C", "selected", "cv_accuracy", "accuracy",
     "accuracy_ci_low", "accuracy_ci_high", "macro_f1", "log_loss", "fit_time_s",
     "predict_time_s", "extract_time_s", "extract_images_per_s", "n_train", "n_test",
-    "n_features", "converged", "diff_vs_softmax", "diff_ci_low", "diff_ci_high", "mcnemar_b",
-    "mcnemar_c", "mcnemar_p",
+    "n_features", "converged", "solver", "diff_vs_softmax", "diff_ci_low", "diff_ci_high",
+    "mcnemar_b", "mcnemar_c", "mcnemar_p",
 )  # fmt: skip
 
 #: Columns that measure time: the only ones that differ between two runs with the same seed.
 TIMING_COLUMNS: tuple[str, ...] = (
     "fit_time_s", "predict_time_s", "extract_time_s", "extract_images_per_s",
 )  # fmt: skip
-
-# --------------------------------------------------------------------------- data
-
-
-def _split_origin(X: Any, test_data: Any) -> str | None:
-    """Where a collection's own split comes from, in words (None: it has none)."""
-    if test_data is not None:
-        where = test_data.root if isinstance(test_data, ImageFiles) else os.fspath(test_data)
-        return f"the data's images for training, those of {where} (test data) for testing"
-    if not isinstance(X, ImageFiles) or X.splits is None:
-        return None
-    if X.layout == "csv":
-        return "the CSV file's own split column"
-    parts = [f"{part}/" for part in ("train", "val", "test") if part in X.splits]
-    return f"the folder's own {' and '.join(parts)} subfolders"
-
-
-def _readable(name: str, X: Any, y: np.ndarray, on_error: str, log: StageLog
-              ) -> tuple[Any, np.ndarray, list[tuple[str, str]]]:  # fmt: skip
-    """With ``on_error="skip"``, the image files that decode, and the ones left out."""
-    if on_error != "skip" or not isinstance(X, ImageFiles):
-        return X, y, []
-    log(f"{name}: checking that every one of {len(X)} image files can be read")
-    errors = FileSource(X.paths).unreadable()
-    if not errors:
-        return X, y, []
-    bad = {e.index for e in errors}
-    keep = np.asarray([i for i in range(len(X)) if i not in bad], dtype=np.int64)
-    skipped = [(e.source, e.reason) for e in errors]
-    log(f"{name}: skipping {len(skipped)} unreadable image files: "
-        + "; ".join(f"{path} ({reason})" for path, reason in skipped[:5])
-        + (" ..." if len(skipped) > 5 else ""))  # fmt: skip
-    return X[keep], y[keep], skipped
-
-
-def _parts(name: str, X: Any, y: np.ndarray, split: Any, test_data: Any, cv: int,
-           random_state: int | None) -> Split:  # fmt: skip
-    """The split, refusing class counts that cannot be split or trained on (before training)."""
-    origin = _split_origin(X, test_data)
-    if origin is not None and set(X.splits) != {"train"}:
-        parts = predefined_split(X.splits, origin=origin)
-    else:
-        check_class_counts(y, min_per_class=2, what=f"{name}: a stratified train/test split")
-        parts = make_split(y, split, random_state=random_state)
-    # Choosing C by k-fold cross-validation needs k training images of each class.
-    needed = 2 if len(parts.validation) else max(2, cv)
-    how = "" if len(parts.validation) else f" ({cv}-fold cross-validation chooses C)"
-    check_class_counts(y[parts.train], min_per_class=needed,
-                       what=f"{name}: training{how}")  # fmt: skip
-    unseen = sorted(set(y[parts.test].tolist()) - set(y[parts.train].tolist()), key=str)
-    if unseen:
-        raise ValueError(f"{name}: class {unseen[0]!r} has test images but no training images "
-                         f"({parts.origin}); every test class needs training images")
-    return parts
-
-
-def class_counts(y: np.ndarray, parts: Split) -> dict[Any, dict[str, int]]:
-    """Images per class in each part of the split: ``{class: {"train": n, ...}}``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from featclf.model_selection import Split
-    >>> class_counts(np.array(["a", "b", "a"]), Split(np.array([0, 1]), np.array([], int),
-    ...                                                  np.array([2])))
-    {'a': {'train': 1, 'test': 1}, 'b': {'train': 1, 'test': 0}}
-    """
-    keys = [k for k in ("train", "validation", "test")
-            if k != "validation" or len(parts.validation)]  # fmt: skip
-    out: dict[Any, dict[str, int]] = {}
-    for cls in np.unique(y).tolist():
-        out[cls] = {k: int(np.sum(y[getattr(parts, k)] == cls)) for k in keys}
-    return out
-
 
 # --------------------------------------------------------------------------- training recipes
 
@@ -244,6 +188,9 @@ _CONSTRAINTS: dict[str, list] = {
     "store": [None, str, os.PathLike, HasMethods(["get", "writer"])],
     "test_data": [None, str, os.PathLike, ImageFiles],
     "on_error": [StrOptions({"raise", "skip"})],
+    "augment": [None, StrOptions(set(AUGMENTATIONS))],
+    "views": [Interval(Integral, 0, None, closed="left")],
+    "solver": [StrOptions({"auto", "sklearn", "torch"})],
 }
 
 
@@ -298,7 +245,7 @@ def _check_models_and_layers(models: Sequence[str], labels: Sequence[str]) -> No
     """Refuse unknown model or layer names before minutes of training, not after."""
     for model in models:
         spec = get_model_spec(model)  # an unknown name raises, suggesting close ones
-        nodes = [label for label in labels if label != PENULTIMATE]
+        nodes = [label for label in labels if label not in (PENULTIMATE, LOGITS)]
         if nodes:
             # Only the graph's node names matter: build it without allocating or drawing weights.
             try:
@@ -386,6 +333,9 @@ def compare(
     store: Any = None,
     test_data: str | os.PathLike | ImageFiles | None = None,
     on_error: str = "raise",
+    augment: str | None = None,
+    views: int = 0,
+    solver: str = "auto",
 ) -> Comparison:
     """Compare the softmax head with SVMs and logistic regression on the network's features.
 
@@ -450,6 +400,24 @@ def compare(
         A :class:`~featclf.store.FeatureStore` (or its directory) every extraction reads from
         and writes to: a second identical run computes no feature vector (its log and
         ``timings`` say how many were computed and reused) and gives the same numbers.
+    test_data : path or ImageFiles, optional
+        Test images of their own (the data's images are then all for training).
+    on_error : {"raise", "skip"}, default="raise"
+        An unreadable image file stops the run (naming it), or is left out and listed.
+    augment : None or "seed", default=None
+        Train every softmax network with this augmentation (``"seed"``: rotation 20 degrees,
+        shifts 0.2, horizontal flip; :class:`~featclf.train.SoftmaxClassifier`'s
+        ``augment="seed"``).
+    views : int, default=0
+        With ``augment``: next to each layer's rows, a group (``layer`` "penultimate + 4
+        views", :func:`featclf.comparison.views_label`) whose classifiers train on the clean
+        features of the training images and on ``views`` augmented views of each
+        (:func:`featclf.extract.views.extract_views`; kept in ``store``, so a rerun computes
+        none), each view labelled as its image, the cross-validation folds grouped by image.
+        Every row is tested on the same clean test images.
+    solver : {"auto", "sklearn", "torch"}, default="auto"
+        Who fits the linear classifiers' C grids (:func:`featclf.sweep.sweep`): scikit-learn,
+        featclf's torch solvers (:mod:`featclf.linear`), or whichever is faster for the size.
 
     Returns
     -------
@@ -483,7 +451,9 @@ def compare(
         "classifier_options": classifier_options, "pooling": pooling, "n_jobs": n_jobs,
         "n_resamples": n_resamples, "confidence": confidence, "device": device,
         "dataset": dataset, "random_state": random_state, "progress": progress, "log": log,
-        "store": store, "test_data": test_data, "on_error": on_error}, "compare")  # fmt: skip
+        "store": store, "test_data": test_data, "on_error": on_error, "augment": augment,
+        "views": views, "solver": solver}, "compare")  # fmt: skip
+    check_augment(augment, views, train_options)
     _split_fractions(split, owner="compare")
     log_line = StageLog(progress, log)
     started = time.perf_counter()
@@ -497,6 +467,8 @@ def compare(
     models = list(models or DEFAULT_MODELS)
     _check_models_and_layers(models, labels)
     recipes = {m: training_recipe(m, epochs=epochs, options=train_options) for m in models}
+    for recipe in recipes.values():
+        recipe.update({"augment": augment} if augment is not None else {})
     for model, pretrained in transfer.items():
         # One preprocessing for all three networks of a transfer run: the pre-trained one's.
         recipes[model] = {"preprocess": pretrained.preprocess, **recipes[model]}
@@ -505,8 +477,8 @@ def compare(
         make_classifier(classifier, **options)  # bad options raise now, not after training
     name, X, y = load_data(data, name=dataset, test_data=test_data)
     check_on_error(on_error)
-    X, y, skipped = _readable(name, X, y, on_error, log_line)
-    parts = _parts(name, X, y, split, test_data, cv, random_state)
+    X, y, skipped = readable_files(name, X, y, on_error, log_line)
+    parts = split_parts(name, X, y, split, test_data, cv, random_state)
     counts = class_counts(y, parts)
 
     source = as_image_source(X, name="data")
@@ -530,9 +502,10 @@ def compare(
             baselines["softmax_finetune"] = SoftmaxClassifier(
                 model, weights=transfer[model].path, **recipes[model]
             )
-        trained = {key: run.train_baseline(model, key, clf) for key, clf in baselines.items()}
+        fit_times = {key: run.train_baseline(model, key, clf) for key, clf in baselines.items()}
         # The features: the softmax network just trained, or the frozen pre-trained one; all
-        # layers from one extractor, so one forward pass per batch serves every layer.
+        # layers from one extractor, so one forward pass per batch serves every layer. When
+        # the features are the softmax network's own, that forward also gives its logits.
         pretrained = transfer.get(model)
         run.weights[model] = (
             f"{_weights_words(pretrained.network)}, frozen" if pretrained
@@ -541,21 +514,42 @@ def compare(
         log_line(f"{model}: weights: {run.weights[model]}")
         # The network the features come from, kept so the winner can be saved and reused.
         run.networks[model] = pretrained.network if pretrained else baselines["softmax"]
+        blocks = labels + ([LOGITS] if pretrained is None and LOGITS not in labels else [])
         extractor = DeepFeatureExtractor(
-            pretrained.network if pretrained else baselines["softmax"],
-            layer=None if labels == [PENULTIMATE] else labels[0] if len(labels) == 1 else labels,
-            pooling=pooling, preprocess=pretrained.preprocess if pretrained else "auto",
-            device=device, batch_size=256, progress=progress, store=store,
+            run.networks[model], layer=layer_param(blocks), pooling=pooling,
+            preprocess=pretrained.preprocess if pretrained else "auto", device=device,
+            batch_size=256, progress=progress, store=store,
         )  # fmt: skip
-        features = run.features(model, labels, extractor)
+        try:
+            extractor.fit()
+        except ValueError:
+            if blocks == labels:
+                raise
+            # A network whose head's output cannot be read with its features: the softmax
+            # scores itself in a pass of its own.
+            blocks = labels
+            extractor.set_params(layer=layer_param(blocks)).fit()
+        features = run.features(model, blocks, extractor)
+        logits = features.get(LOGITS) if pretrained is None else None
+        trained = {key: run.score_baseline(model, key, clf, fit_times[key],
+                                           logits if key == "softmax" else None)
+                   for key, clf in baselines.items()}  # fmt: skip
+        reference = trained["softmax"].pred
+        arms = {}
+        if views:
+            arms, views_text = views_arms(
+                run, model, labels, extractor, features, augment=str(augment), n_views=views,
+                random_state=random_state, progress=progress)  # fmt: skip
+        sweep_options = {"options": options, "cv": cv, "n_jobs": n_jobs, "solver": solver}
         for label in labels:
             outcomes = list(trained.values())
             for classifier in classifiers:
-                outcomes += run.sweep(
-                    model, label, classifier, features[label], grid=grids[classifier],
-                    options=options, cv=cv, n_jobs=n_jobs,
-                )  # fmt: skip
-            run.add_group(model, label, outcomes, trained["softmax"].pred)
+                outcomes += run.sweep(model, label, classifier, features[label],
+                                      grid=grids[classifier], **sweep_options)  # fmt: skip
+            run.add_group(model, label, outcomes, reference)
+            if label in arms:
+                add_views_group(run, model, arms[label], list(trained.values()), reference,
+                                classifiers, grids, **sweep_options)  # fmt: skip
 
     results = pd.DataFrame.from_records(run.rows, columns=list(RESULT_COLUMNS))
     results["converged"] = results["converged"].astype(object)
@@ -567,6 +561,8 @@ def compare(
         random_state=random_state, device=str(resolve_device(device)), store=store,
         weights=run.weights, class_counts=counts, skipped=skipped,
     )  # fmt: skip
+    setup.update(views_setup(augment, views, views_text if views else None))
+    setup["solver"] = solver
     log_line(f"done in {seconds:.1f} s")
     return Comparison(
         results, predictions=run.predictions, y_true=run.y["test"], classes=run.classes,

@@ -9,6 +9,7 @@ networks' training histories, the setup and where the time went.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -19,7 +20,7 @@ import pandas as pd
 from featclf.model_selection import Split
 from featclf.pipelines import BASELINES, REGISTRY
 
-__all__ = ["TIMING_TABLE_COLUMNS", "Comparison", "ResultKey"]
+__all__ = ["TIMING_TABLE_COLUMNS", "Comparison", "ResultKey", "layer_of", "views_label"]
 
 _SCORE_KINDS = ("probability", "decision")
 
@@ -27,6 +28,38 @@ _SCORE_KINDS = ("probability", "decision")
 TIMING_TABLE_COLUMNS: tuple[str, ...] = (
     "phase", "model", "layer", "classifier", "seconds", "n_computed", "n_reused",
 )  # fmt: skip
+
+
+_VIEWS_LABEL = re.compile(r"(?P<layer>.+) \+ (?P<n>[0-9]+) views?")
+
+
+def views_label(layer: str, n_views: int) -> str:
+    """The ``layer`` of the rows whose classifiers also trained on augmented views.
+
+    ``compare(augment="seed", views=K)`` adds, next to each layer's rows, a group trained on
+    the clean features of every training image *and* on ``K`` augmented views of each; its
+    ``layer`` column says so: ``"penultimate + 4 views"``.
+
+    Examples
+    --------
+    >>> from featclf.comparison import layer_of, views_label
+    >>> views_label("penultimate", 4)
+    'penultimate + 4 views'
+    >>> layer_of(views_label("c5", 1)), layer_of("c5")
+    (('c5', 1), ('c5', 0))
+    """
+    return f"{layer} + {int(n_views)} {'view' if n_views == 1 else 'views'}"
+
+
+def layer_of(label: str) -> tuple[str, int]:
+    """The feature layer of a results ``layer`` label and its number of training views.
+
+    ``(label, 0)`` for rows trained on clean features only; see :func:`views_label`.
+    """
+    match = _VIEWS_LABEL.fullmatch(str(label))
+    if match is None:
+        return str(label), 0
+    return match["layer"], int(match["n"])
 
 
 class ResultKey(NamedTuple):
@@ -74,7 +107,8 @@ class Comparison:
         Where the time went, columns :data:`TIMING_TABLE_COLUMNS`: one row per ``"training"``
         (a baseline network), ``"extraction"`` (one model's features of every image, with the
         vectors computed and reused from the feature store) and ``"classifier"`` (one
-        classifier's C search and refits on one layer).
+        classifier's C search and refits on one layer) and ``"views"`` (the augmented views
+        of the training images, ``compare(views=K)``).
     seconds : float
         Wall-clock time of the whole run.
     skipped : tuple of (str, str)

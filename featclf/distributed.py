@@ -3,14 +3,16 @@
 :func:`extract_with_ray` runs a :class:`~featclf.extract.DeepFeatureExtractor` as a pool of
 Ray Data actors (``map_batches`` over an ``ActorPoolStrategy`` of ``actors`` actors,
 ``num_gpus`` each on GPU clusters). Each actor fits its own clone of the extractor on its own
-device (``set_params`` + ``fit``), so it holds the network once; it reads its batch of image
-files, hashes them, skips those the :class:`~featclf.store.FeatureStore` already holds, and
-runs the rest through the local engine's own loop
-(:func:`~featclf.extract.cached.cached_features` over
+device (``set_params`` + ``fit``), so it holds the network once; it looks its batch of image
+files up by ``os.stat`` in the store's stat record (:mod:`featclf.store._stat`: unchanged files
+whose vectors the :class:`~featclf.store.FeatureStore` holds are never opened), reads each
+other file once, hashing and decoding the same bytes, and runs the files still missing through
+the local engine's own loop (:func:`~featclf.extract.cached.cached_features` over
 :meth:`DeepFeatureExtractor.iter_features`: featclf's decoding and preprocessing, the same
 forward). It writes the vectors into the store as shards of its own, under exactly the keys the
-local engine uses, so a store filled on a cluster is reused locally and vice versa, and records
-the same description of each configuration (model name, weights: :meth:`FeatureStore.about`).
+local engine uses, so a store filled on a cluster is reused locally and vice versa (the stat
+record too: a rerun on either side opens no unchanged file), and records the same description
+of each configuration (model name, weights: :meth:`FeatureStore.about`).
 Actors write shards directly (each writer names its own files, see :mod:`featclf.store`), so the
 store must live where every worker sees it: a shared file system. The pool starts every actor
 before the first batch is handed out, so the work is spread over all of them from the start

@@ -1,10 +1,12 @@
 """The stages of one :func:`featclf.compare.compare` run, and the state they share.
 
 :class:`Experiment` trains the softmax baselines, extracts every layer's features (one
-extractor, one forward pass per batch, through the feature store when there is one), runs each
-classifier's C sweep (:func:`featclf.sweep.sweep`) and collects the rows, predictions (with
-each test image's score of its predicted class and the test images' identities), histories and
-timings that become a :class:`~featclf.comparison.Comparison`.
+extractor, one forward pass per batch, through the feature store when there is one; the same
+forward gives the softmax network's logits, which score it), runs each classifier's C sweep
+(:func:`featclf.sweep.sweep`) and collects the rows, predictions (with each test image's score
+of its predicted class and the test images' identities), histories and timings that become a
+:class:`~featclf.comparison.Comparison`. The data stage before it (:func:`readable_files`,
+:func:`split_parts`, :func:`class_counts`) decides which images go where.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.special
 import sklearn
 import torch
 from sklearn.metrics import accuracy_score
@@ -26,9 +29,10 @@ from threadpoolctl import threadpool_limits
 
 import featclf
 from featclf.comparison import ResultKey
+from featclf.data.files import ImageFiles
 from featclf.data.sources import FileSource, ImageSource
 from featclf.extract import DeepFeatureExtractor
-from featclf.model_selection import Split
+from featclf.model_selection import Split, check_class_counts, make_split, predefined_split
 from featclf.sweep import (
     PAIRED_COLUMNS,
     Features,
@@ -40,7 +44,81 @@ from featclf.sweep import (
 )
 from featclf.train import SoftmaxClassifier
 
-__all__ = ["Experiment", "StageLog", "setup_description"]
+__all__ = ["Experiment", "StageLog", "class_counts", "readable_files", "setup_description",
+           "split_parts"]
+
+
+def _split_origin(X: Any, test_data: Any) -> str | None:
+    """Where a collection's own split comes from, in words (None: it has none)."""
+    if test_data is not None:
+        where = test_data.root if isinstance(test_data, ImageFiles) else os.fspath(test_data)
+        return f"the data's images for training, those of {where} (test data) for testing"
+    if not isinstance(X, ImageFiles) or X.splits is None:
+        return None
+    if X.layout == "csv":
+        return "the CSV file's own split column"
+    parts = [f"{part}/" for part in ("train", "val", "test") if part in X.splits]
+    return f"the folder's own {' and '.join(parts)} subfolders"
+
+
+def readable_files(name: str, X: Any, y: np.ndarray, on_error: str, log: StageLog
+              ) -> tuple[Any, np.ndarray, list[tuple[str, str]]]:  # fmt: skip
+    """With ``on_error="skip"``, the image files that decode, and the ones left out (before
+    the split: every part then holds readable images only)."""
+    if on_error != "skip" or not isinstance(X, ImageFiles):
+        return X, y, []
+    log(f"{name}: checking that every one of {len(X)} image files can be read")
+    errors = FileSource(X.paths).unreadable()
+    if not errors:
+        return X, y, []
+    bad = {e.index for e in errors}
+    keep = np.asarray([i for i in range(len(X)) if i not in bad], dtype=np.int64)
+    skipped = [(e.source, e.reason) for e in errors]
+    log(f"{name}: skipping {len(skipped)} unreadable image files: "
+        + "; ".join(f"{path} ({reason})" for path, reason in skipped[:5])
+        + (" ..." if len(skipped) > 5 else ""))  # fmt: skip
+    return X[keep], y[keep], skipped
+
+
+def split_parts(name: str, X: Any, y: np.ndarray, split: Any, test_data: Any, cv: int,
+           random_state: int | None) -> Split:  # fmt: skip
+    """The split, refusing class counts that cannot be split or trained on (before training)."""
+    origin = _split_origin(X, test_data)
+    if origin is not None and set(X.splits) != {"train"}:
+        parts = predefined_split(X.splits, origin=origin)
+    else:
+        check_class_counts(y, min_per_class=2, what=f"{name}: a stratified train/test split")
+        parts = make_split(y, split, random_state=random_state)
+    # Choosing C by k-fold cross-validation needs k training images of each class.
+    needed = 2 if len(parts.validation) else max(2, cv)
+    how = "" if len(parts.validation) else f" ({cv}-fold cross-validation chooses C)"
+    check_class_counts(y[parts.train], min_per_class=needed,
+                       what=f"{name}: training{how}")  # fmt: skip
+    unseen = sorted(set(y[parts.test].tolist()) - set(y[parts.train].tolist()), key=str)
+    if unseen:
+        raise ValueError(f"{name}: class {unseen[0]!r} has test images but no training images "
+                         f"({parts.origin}); every test class needs training images")
+    return parts
+
+
+def class_counts(y: np.ndarray, parts: Split) -> dict[Any, dict[str, int]]:
+    """Images per class in each part of the split: ``{class: {"train": n, ...}}``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from featclf.model_selection import Split
+    >>> from featclf.experiment import class_counts
+    >>> class_counts(np.array(["a", "b", "a"]), Split(np.array([0, 1]), np.array([], int),
+    ...                                                  np.array([2])))
+    {'a': {'train': 1, 'test': 1}, 'b': {'train': 1, 'test': 0}}
+    """
+    keys = [k for k in ("train", "validation", "test")
+            if k != "validation" or len(parts.validation)]  # fmt: skip
+    out: dict[Any, dict[str, int]] = {}
+    for cls in np.unique(y).tolist():
+        out[cls] = {k: int(np.sum(y[getattr(parts, k)] == cls)) for k in keys}
+    return out
 
 
 class StageLog:
@@ -88,9 +166,9 @@ class Experiment:
     timings: list[dict[str, Any]] = field(default_factory=list)
     weights: dict[str, str] = field(default_factory=dict)
 
-    def train_baseline(self, model: str, baseline: str, clf: SoftmaxClassifier) -> Outcome:
-        """Train one softmax network on the training part; score it on the test part."""
-        y_train, y_val, y_test = self.y["train"], self.y["validation"], self.y["test"]
+    def train_baseline(self, model: str, baseline: str, clf: SoftmaxClassifier) -> float:
+        """Train one softmax network on the training part; returns the training seconds."""
+        y_train = self.y["train"]
         clf.set_params(device=self.device, random_state=self.stats_options["random_state"],
                        progress=self.progress)  # fmt: skip
         how = "fine-tuning" if baseline == "softmax_finetune" else "training"
@@ -99,24 +177,46 @@ class Experiment:
         start = time.perf_counter()
         clf.fit(self.sources["train"], y_train)
         fit_time = time.perf_counter() - start
-        start = time.perf_counter()
-        proba = clf.predict_proba(self.sources["test"])
-        predict_time = time.perf_counter() - start
-        pred = clf.classes_[proba.argmax(axis=1)]
-        val_accuracy = (
-            float(accuracy_score(y_val, clf.predict(self.sources["validation"])))
-            if len(y_val) else math.nan
-        )  # fmt: skip
-        row = {
-            "classifier": baseline, "C": math.nan, "selected": True, "cv_accuracy": val_accuracy,
-            **score(y_test, pred, proba, clf.classes_, **self.stats_options),
-            "fit_time_s": fit_time, "predict_time_s": predict_time,
-            "extract_time_s": math.nan, "extract_images_per_s": math.nan,
-            "n_features": math.nan, "converged": math.nan,
-        }  # fmt: skip
         self.histories[model, baseline] = clf.history_.copy()
         self._time("training", model, None, baseline, fit_time)
-        self.log(f"{model}: {baseline} test accuracy {row['accuracy']:.4f} ({fit_time:.1f} s)")
+        return fit_time
+
+    def score_baseline(self, model: str, baseline: str, clf: SoftmaxClassifier,
+                       fit_time: float, logits: Features | None = None) -> Outcome:  # fmt: skip
+        """Score a trained softmax network on the test part (and the validation part).
+
+        With ``logits`` (the ``"logits"`` block of the extraction that feeds the other
+        classifiers: the network's own outputs), its predictions are read off them, exactly
+        as :meth:`SoftmaxClassifier.predict <featclf.train.SoftmaxClassifier.predict>` makes
+        them, with no second pass over the images; else ``predict_proba`` runs the network.
+        """
+        y_val, y_test = self.y["validation"], self.y["test"]
+        start = time.perf_counter()
+        if logits is not None:
+            test_logits = logits.test.astype(np.float64)
+            proba = scipy.special.softmax(test_logits, axis=1)
+            pred = clf.classes_[test_logits.argmax(axis=1)]
+            val_pred = clf.classes_[logits.validation.argmax(axis=1)] if len(y_val) else None
+        else:
+            proba = clf.predict_proba(self.sources["test"])
+            pred = clf.classes_[proba.argmax(axis=1)]
+            val_pred = clf.predict(self.sources["validation"]) if len(y_val) else None
+        predict_time = time.perf_counter() - start
+        seconds = logits.seconds if logits is not None else math.nan
+        row = {
+            "classifier": baseline, "C": math.nan, "selected": True,
+            "cv_accuracy": float(accuracy_score(y_val, val_pred)) if len(y_val) else math.nan,
+            **score(y_test, pred, proba, clf.classes_, **self.stats_options),
+            "fit_time_s": fit_time, "predict_time_s": predict_time,
+            # Read off the shared extraction, the softmax's predictions cost what it cost.
+            "extract_time_s": seconds,
+            "extract_images_per_s": logits.n_images / seconds if logits is not None
+            and seconds > 0 else math.nan,
+            "n_features": math.nan, "converged": math.nan,
+        }  # fmt: skip
+        source = "its logits from the feature extraction" if logits is not None else "its own pass"
+        self.log(f"{model}: {baseline} test accuracy {row['accuracy']:.4f} ({fit_time:.1f} s "
+                 f"training; predictions from {source})")  # fmt: skip
         scores = predicted_class_score(pred, clf.classes_, proba)
         return Outcome(row, np.asarray(pred), scores, "probability", clf)
 
@@ -137,7 +237,8 @@ class Experiment:
         """
         self.log(f"{model}: extracting {', '.join(labels)} features of "
                  f"{sum(map(len, self.sources.values()))} images")  # fmt: skip
-        extractor.fit()
+        if not hasattr(extractor, "runner_"):
+            extractor.fit()
         start = time.perf_counter()
         out = {key: extractor.extract(source) for key, source in self.sources.items()}
         seconds = time.perf_counter() - start
@@ -158,9 +259,15 @@ class Experiment:
                  f"{n_images / max(seconds, 1e-9):,.0f} images/s")  # fmt: skip
         return features
 
-    def sweep(self, model: str, label: str, classifier: str, features: Features, **options
-              ) -> list[Outcome]:  # fmt: skip
-        """Choose C for one classifier on training data; score every C on the test part."""
+    def sweep(self, model: str, label: str, classifier: str, features: Features, *,
+              y_train: np.ndarray | None = None, groups: np.ndarray | None = None,
+              solver: str = "auto", **options) -> list[Outcome]:  # fmt: skip
+        """Choose C for one classifier on training data; score every C on the test part.
+
+        ``y_train`` (default: the training part's labels) labels the rows of
+        ``features.train``; ``groups`` (one per row) keeps rows of one image in one
+        cross-validation fold; ``solver`` is :func:`featclf.sweep.sweep`'s.
+        """
         selection = (
             "on the validation part" if len(self.y["validation"])
             else f"by {options['cv']}-fold cross-validation"
@@ -173,8 +280,9 @@ class Experiment:
         # logistic regression on 4,000 x 84 features 30-60x slower with 2 OpenBLAS threads).
         with threadpool_limits(limits=1, user_api="blas"):
             outcomes = sweep(
-                classifier, features, self.y["train"], self.y["validation"], self.y["test"],
-                self.classes, **options, **self.stats_options,
+                classifier, features, self.y["train"] if y_train is None else y_train,
+                self.y["validation"], self.y["test"], self.classes, **options, solver=solver,
+                groups=groups, **self.stats_options,
             )  # fmt: skip
         seconds = time.perf_counter() - start
         self._time("classifier", model, label, classifier, seconds)

@@ -67,6 +67,9 @@ class ClassifierSpec:
     is_svm : bool
         Whether it is a support vector machine (the report's verdict compares the best SVM with
         the softmax head).
+    torch : bool
+        Whether its builder takes ``solver="torch"`` (a :mod:`featclf.linear` twin solved in
+        torch, warm-started along the C grid by :func:`featclf.sweep.sweep`).
     """
 
     name: str
@@ -75,6 +78,7 @@ class ClassifierSpec:
     builder: Callable[..., Pipeline] | None = None
     c_range: tuple[int, int] | None = None
     is_svm: bool = False
+    torch: bool = False
 
 
 # LinearSVC (liblinear) on unnormalised deep features often needs more than its default 1000.
@@ -113,6 +117,8 @@ _COMMON_CONSTRAINTS: dict[str, list] = {
     "whiten": ["boolean"],
     "random_state": ["random_state"],
 }  # fmt: skip
+_SOLVERS = ("sklearn", "torch")
+_COMMON_CONSTRAINTS["solver"] = [StrOptions(set(_SOLVERS))]
 _SVM_CONSTRAINTS = {
     **_COMMON_CONSTRAINTS,
     "kind": [StrOptions({"linear", "crammer_singer", "rbf"})],
@@ -135,6 +141,7 @@ def make_svm(
     probability: bool = False,
     random_state: int | None = 0,
     max_iter: int | None = None,
+    solver: Literal["sklearn", "torch"] = "sklearn",
 ) -> Pipeline:
     """Build a support-vector-machine pipeline for feature vectors.
 
@@ -163,8 +170,12 @@ def make_svm(
     random_state : int or None, default=0
         Seed of the classifier and of PCA's randomised solver.
     max_iter : int or None, default=None
-        Iteration limit of the solver; None means 10 000 for ``LinearSVC`` and no limit for
-        ``SVC``.
+        Iteration limit of the solver; None means 10 000 for ``LinearSVC``, no limit for
+        ``SVC`` and 1000 L-BFGS iterations for ``solver="torch"``.
+    solver : {"sklearn", "torch"}, default="sklearn"
+        ``"torch"``: the linear kinds become :class:`featclf.linear.TorchLinearSVC` (same
+        objective and C, squared hinge one-vs-rest or smoothed Crammer-Singer, solved by
+        L-BFGS on all CPU threads or a GPU). Not available for ``kind="rbf"``.
 
     Returns
     -------
@@ -185,7 +196,7 @@ def make_svm(
     check_params(_SVM_CONSTRAINTS, {
         "kind": kind, "C": C, "scale": scale, "l2_normalize": l2_normalize, "pca": pca,
         "whiten": whiten, "probability": probability, "random_state": random_state,
-        "max_iter": max_iter}, "make_svm")  # fmt: skip
+        "max_iter": max_iter, "solver": solver}, "make_svm")  # fmt: skip
     if probability and kind != "rbf":
         raise ValueError(
             f"probability=True is only available for kind='rbf', not {kind!r}; use "
@@ -194,8 +205,16 @@ def make_svm(
     steps = _preprocessing(
         scale=scale, l2_normalize=l2_normalize, pca=pca, whiten=whiten, random_state=random_state
     )
+    if solver == "torch" and kind == "rbf":
+        raise ValueError("solver='torch' solves linear SVMs only; kind='rbf' needs "
+                         "solver='sklearn' (libsvm)")
     clf: BaseEstimator
-    if kind == "rbf":
+    if solver == "torch":
+        from featclf.linear import TorchLinearSVC  # torch costs seconds to import: only here
+
+        clf = TorchLinearSVC(C=C, multi_class="crammer_singer" if kind == "crammer_singer"
+                             else "ovr", max_iter=1000 if max_iter is None else max_iter)
+    elif kind == "rbf":
         clf = SVC(
             C=C,
             kernel="rbf",
@@ -225,6 +244,7 @@ def make_logistic(
     whiten: bool = False,
     max_iter: int = 1000,
     random_state: int | None = 0,
+    solver: Literal["sklearn", "torch"] = "sklearn",
 ) -> Pipeline:
     """Build a multinomial logistic-regression pipeline for feature vectors.
 
@@ -246,6 +266,9 @@ def make_logistic(
         Iteration limit of the lbfgs solver.
     random_state : int or None, default=0
         Seed passed to the estimators.
+    solver : {"sklearn", "torch"}, default="sklearn"
+        ``"torch"``: :class:`featclf.linear.TorchLogisticRegression` (the same objective and
+        C, L-BFGS on all CPU threads or a GPU) instead of ``LogisticRegression``.
 
     Returns
     -------
@@ -261,15 +284,22 @@ def make_logistic(
     ['l2', 'scale', 'clf']
     >>> pipe.named_steps["clf"].solver
     'lbfgs'
+    >>> make_logistic(C=0.5, solver="torch").named_steps["clf"]
+    TorchLogisticRegression(C=0.5)
     """
     check_params(_LOGISTIC_CONSTRAINTS, {
         "C": C, "scale": scale, "l2_normalize": l2_normalize, "pca": pca, "whiten": whiten,
-        "max_iter": max_iter, "random_state": random_state}, "make_logistic")  # fmt: skip
+        "max_iter": max_iter, "random_state": random_state, "solver": solver},
+        "make_logistic")  # fmt: skip
     steps = _preprocessing(
         scale=scale, l2_normalize=l2_normalize, pca=pca, whiten=whiten, random_state=random_state
     )
     # lbfgs fits the multinomial (softmax) loss for multiclass targets; the `multi_class`
     # parameter that used to say so is deprecated (scikit-learn 1.5) and then removed.
+    if solver == "torch":
+        from featclf.linear import TorchLogisticRegression
+
+        return Pipeline([*steps, ("clf", TorchLogisticRegression(C=C, max_iter=max_iter))])
     clf = LogisticRegression(C=C, solver="lbfgs", max_iter=max_iter, random_state=random_state)
     return Pipeline([*steps, ("clf", clf)])
 
@@ -376,12 +406,13 @@ REGISTRY: dict[str, ClassifierSpec] = {
         # "softmax" is then the network trained from scratch, still the reference.
         ClassifierSpec("softmax_finetune", "fine-tuned softmax network", "tab:gray"),
         ClassifierSpec("linear_svm", "linear SVM", "tab:blue", partial(make_svm, "linear"),
-                       (-3, 2), is_svm=True),
+                       (-3, 2), is_svm=True, torch=True),
         ClassifierSpec("crammer_singer_svm", "Crammer-Singer SVM", "tab:orange",
-                       partial(make_svm, "crammer_singer"), (-3, 2), is_svm=True),
+                       partial(make_svm, "crammer_singer"), (-3, 2), is_svm=True, torch=True),
         ClassifierSpec("rbf_svm", "RBF SVM", "tab:green", partial(make_svm, "rbf"), (-1, 3),
                        is_svm=True),
-        ClassifierSpec("logistic", "logistic regression", "tab:purple", make_logistic, (-3, 2)),
+        ClassifierSpec("logistic", "logistic regression", "tab:purple", make_logistic, (-3, 2),
+                       torch=True),
     )
 }  # fmt: skip
 

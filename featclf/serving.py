@@ -32,6 +32,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from featclf.data.transforms import CastToFloat32, ImagePreprocess, ScaleToUnit
+from featclf.linear import LinearProbe, TorchLinearSVC, TorchLogisticRegression
 
 __all__ = ["LINEAR_CLASSIFIERS", "LinearHeadModel", "load_torchscript", "save_onnx",
            "save_torchscript", "to_torch"]
@@ -39,7 +40,8 @@ __all__ = ["LINEAR_CLASSIFIERS", "LinearHeadModel", "load_torchscript", "save_on
 #: The classifiers whose ``predict`` is the argmax (binary: the sign) of ``X @ coef_.T +
 #: intercept_``, which :func:`to_torch` folds into ``nn.Linear``.
 LINEAR_CLASSIFIERS: tuple[type, ...] = (LogisticRegression, LinearSVC, SGDClassifier,
-                                        RidgeClassifier)
+                                        RidgeClassifier, TorchLogisticRegression,
+                                        TorchLinearSVC, LinearProbe)
 
 _CLASSES_FILE = "featclf_classes.json"
 

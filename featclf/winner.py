@@ -26,7 +26,7 @@ import joblib
 import numpy as np
 
 import featclf
-from featclf.comparison import Comparison, ResultKey, chosen_by_cv
+from featclf.comparison import Comparison, ResultKey, chosen_by_cv, layer_of
 from featclf.extract import DeepFeatureExtractor
 from featclf.extract.layers import PENULTIMATE
 from featclf.models import Network, save_checkpoint
@@ -179,9 +179,12 @@ def save_winner(comparison: Comparison, directory: str | os.PathLike, *,
               "accuracy, as the report's verdict; test accuracy played no part")
     classes = comparison.classes if comparison.classes is not None else estimator.classes_
     setup = comparison.setup
+    # A "+ K views" group's classifier trained on augmented views too, but it classifies the
+    # clean features of its layer: the layer is what the extractor reads.
+    layer, n_views = layer_of(key.layer)
     manifest = {
         "format": _FORMAT, "format_version": _FORMAT_VERSION,
-        "model": key.model, "layer": key.layer, "classifier": key.classifier,
+        "model": key.model, "layer": layer, "views": n_views, "classifier": key.classifier,
         "C": _plain(row.get("C", math.nan)), "pooling": setup.get("pooling", "avg"),
         "classes": [_plain(c) for c in np.asarray(classes).tolist()],
         "weights": dict(setup.get("weights", {})).get(key.model),
@@ -205,7 +208,9 @@ class Winner:
     Attributes
     ----------
     manifest : dict
-        ``winner.json``: model, layer, pooling, classifier, C, classes, weights, how chosen.
+        ``winner.json``: model, layer (whose clean features the classifier takes), views
+        (K for a classifier of a "+ K views" group, which also trained on augmented views;
+        else 0), pooling, classifier, C, classes, weights, how chosen.
     classifier : estimator
         The scikit-learn pipeline (on feature vectors), or the ``SoftmaxClassifier`` (on
         images) when the winner is a softmax network.

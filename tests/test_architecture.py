@@ -18,13 +18,15 @@ PACKAGE = ROOT / "featclf"
 FLOORS: list[tuple[str, ...]] = [
     ("params", "errors"),
     ("progress", "fingerprint", "devices", "durable"),
-    ("data",),
+    ("data", "linear"),
     ("models", "store", "model_selection", "pipelines", "stats"),
     ("inference", "comparison"),
     ("extract", "train", "sweep"),
     ("report", "distributed", "serving", "winner"),
     ("experiment",),
+    ("_views_arms",),
     ("compare",),
+    ("repeats",),
     ("cli",),
     ("__init__", "__main__"),
 ]

@@ -31,7 +31,7 @@ def smoke_dir(tmp_path_factory) -> Path:
     """One smoke run of each script owned by this suite, into one directory."""
     out = tmp_path_factory.mktemp("bench")
     for name in ("decode_throughput", "classifier_fit", "compare_phases", "extract_throughput",
-                 "store_hit"):
+                 "store_hit", "rerun_walk", "linear_solvers"):
         run_benchmark(name, out, "--smoke")
     return out
 
@@ -165,3 +165,36 @@ def test_cli_startup_times_help_against_python_and_torch_and_reports_it(tmp_path
     run_benchmark("run_all", tmp_path, "--report-only", timeout=120)
     readme = (tmp_path / "README.md").read_text()
     assert "## cli_startup" in readme and "Start-up of a fresh interpreter" in readme
+
+
+@pytest.mark.slow
+def test_rerun_walk_counts_opens_and_times_the_rerun_against_a_stat_walk(smoke_dir):
+    doc = read(smoke_dir, "rerun_walk")
+    res = doc["results"]
+    # Every file opened once by the first run and none by the cached rerun (counted opens).
+    assert res["first_run"]["image_opens"] == res["files"] and res["rerun_image_opens"] == 0
+    timings = res["timings"]
+    assert res["rerun_over_stat_walk"] == pytest.approx(
+        timings["cached_rerun"]["median_s"] / timings["stat_walk"]["median_s"])
+    assert res["read_and_hash_over_rerun"] == pytest.approx(
+        timings["read_and_hash"]["median_s"] / timings["cached_rerun"]["median_s"])
+
+
+@pytest.mark.slow
+def test_linear_solvers_time_one_fit_and_the_grid_against_scikit_learn(smoke_dir):
+    doc = read(smoke_dir, "linear_solvers")
+    (case,) = doc["results"]["cases"]
+    fits, paths = case["fits"], case["paths"]
+    assert set(fits) == {"sklearn_logistic_lbfgs", "sklearn_linear_svc", "torch_logistic",
+                         "torch_linear_svc"}
+    for name, path in paths.items():
+        assert len(path["iterations"]) == len(path["test_accuracy"]) == path["grid_size"]
+        assert path["total_s"] >= sum(path["step_s"])  # the grid's time is its steps' and more
+        assert path["path_over_one_fit"] == pytest.approx(path["total_s"] / fits[name]["fit_s"])
+    ratios = case["ratios"]
+    assert ratios["torch_svm_path_over_one_linear_svc_fit"] == pytest.approx(
+        paths["torch_linear_svc"]["total_s"] / fits["sklearn_linear_svc"]["fit_s"])
+    # The same C, the same data: both solvers agree on the test accuracy to half a point.
+    assert abs(fits["torch_logistic"]["test_accuracy"]
+               - fits["sklearn_logistic_lbfgs"]["test_accuracy"]) <= 0.005
+    assert {"threadpoolctl"} <= set(doc["kernels"])

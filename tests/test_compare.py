@@ -13,7 +13,9 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
+from sklearn.metrics import log_loss
 
 from featclf.cli import main
 from featclf.compare import (
@@ -25,6 +27,7 @@ from featclf.compare import (
 )
 from featclf.comparison import Comparison, ResultKey
 from featclf.data import load_digits_images, load_mnist5k
+from featclf.linear import TorchLogisticRegression
 from featclf.model_selection import make_split
 from featclf.pipelines import CLASSIFIERS
 from featclf.report import verdict, write_report
@@ -301,7 +304,7 @@ def test_layer_sweep_gives_one_group_per_layer(mnist600):
     # One extractor serves every layer: one extraction of the 300 images, not three.
     extraction = run.timings[run.timings["phase"] == "extraction"]
     assert extraction[["model", "layer", "n_computed", "n_reused"]].values.tolist() == [
-        ["lenet5", "penultimate,c5,c3", 300, 0]]  # fmt: skip
+        ["lenet5", "penultimate,c5,c3,logits", 300, 0]]  # fmt: skip
     # ... and its features are each layer's own, as a one-layer extractor gives them.
     logistic = results[results["classifier"] == "logistic"].set_index("layer")
     alone = compare((X[:300], y[:300]), models=["lenet5"], layers=["c5"],
@@ -310,6 +313,65 @@ def test_layer_sweep_gives_one_group_per_layer(mnist600):
     alone = alone[alone["classifier"] == "logistic"].set_index("layer")
     assert alone.loc["c5", "cv_accuracy"] == logistic.loc["c5", "cv_accuracy"]
     assert alone.loc["c5", "accuracy"] == logistic.loc["c5", "accuracy"]
+
+
+def test_softmax_is_scored_from_the_logits_of_the_one_extraction(mnist600):
+    """The softmax head's predictions come from the same forward that gives every layer's
+    features: the trained network itself never runs on the test images again, and the
+    predictions and probabilities are exactly those of SoftmaxClassifier.predict(_proba)."""
+    X, y = mnist600
+    calls: list[tuple[int, int]] = []
+
+    def count(module, args):
+        # Inference forwards of real tensors only: not training, not FX tracing's proxies.
+        if not module.training and args and isinstance(args[0], torch.Tensor):
+            calls.append((id(module), int(args[0].shape[0])))
+
+    # Pre-hooks run outermost first: calls[0] is the root of the first inference forward.
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(count)
+    try:
+        run = compare((X[:300], y[:300]), models=["lenet5"], layers=[None, "c5"],
+                      classifiers=["logistic"], epochs=1, cv=2, c_grids=[1.0],
+                      n_resamples=50)  # fmt: skip
+    finally:
+        hook.remove()
+    softmax = run.networks["lenet5"]
+    test = X[:300][run.split.test]
+    pred = run.predictions["lenet5", "penultimate", "softmax"]
+    np.testing.assert_array_equal(pred, softmax.predict(test))
+    proba = softmax.predict_proba(test)
+    kept = proba[np.arange(len(pred)), np.searchsorted(softmax.classes_, pred)]
+    # The same network and weights; the extractor runs it channels-last on the CPU (faster),
+    # the classifier contiguous, so the logits agree to float32 rounding (~1e-7), not bits.
+    np.testing.assert_allclose(run.scores["lenet5", "penultimate", "softmax"], kept,
+                               rtol=1e-6)  # fmt: skip
+    row = run.results[run.results["classifier"] == "softmax"].iloc[0]
+    assert row["accuracy"] == np.mean(softmax.predict(test) == y[:300][run.split.test])
+    assert row["log_loss"] == pytest.approx(log_loss(y[:300][run.split.test], proba,
+                                                     labels=softmax.classes_), rel=1e-6)
+    # The calls above (predict, predict_proba) came after the hook was removed: during
+    # compare, the trained module ran no inference forward at all ...
+    assert id(softmax.module_) not in {module for module, _ in calls}
+    # ... and the feature network (layers c5, penultimate and the logits) ran once per batch:
+    # a one-image probe of the widths, then the 240 training and the 60 test images.
+    extraction = run.timings[run.timings["phase"] == "extraction"]
+    assert extraction["layer"].tolist() == ["penultimate,c5,logits"]
+    roots = [n for module, n in calls if module == calls[0][0]]
+    assert roots == [1, 240, 60]
+
+
+def test_solver_torch_fits_the_linear_classifiers_with_featclf_linear(mnist600):
+    X, y = mnist600
+    run = compare((X[:300], y[:300]), models=["lenet5"], classifiers=["logistic", "rbf_svm"],
+                  epochs=1, cv=2, c_grids={"logistic": [0.1, 1.0], "rbf_svm": [1.0]},
+                  n_resamples=50, solver="torch")  # fmt: skip
+    swept = run.results[run.results["classifier"] != "softmax"]
+    solvers = swept.groupby("classifier")["solver"].agg(set).to_dict()
+    # The RBF SVM has no torch twin: scikit-learn fits it whatever is asked.
+    assert solvers == {"logistic": {"torch"}, "rbf_svm": {"sklearn"}}
+    fitted = run.estimators["lenet5", "penultimate", "logistic"].named_steps["clf"]
+    assert isinstance(fitted, TorchLogisticRegression)
+    assert run.setup["solver"] == "torch"
 
 
 # --------------------------------------------------------------------------- the command
@@ -417,13 +479,18 @@ def test_cli_reports_a_missing_data_folder_with_exit_code_1(tmp_path, capsys):
         ({"cv": 1}, "The 'cv' parameter of compare must be an int in the range"),
         ({"n_resamples": 0}, "The 'n_resamples' parameter of compare"),
         ({"confidence": 1.5}, "The 'confidence' parameter of compare"),
-        ({"pooling": "mean"}, "The 'pooling' parameter of compare"),
+        ({"pooling": "median"}, "The 'pooling' parameter of compare"),
         ({"store": 3}, "The 'store' parameter of compare"),
         ({"layers": ["c5", "c5"]}, "c5 named twice"),
         ({"models": ["lenet5"], "layers": ["c9"]}, "c5"),
         ({"c_grids": {"logistic": [0.0]}}, "positive"),
         ({"train_options": {"learning_rate": 0.1}}, "learning_rate"),
         ({"classifier_options": {"whiten": True}}, "whiten=True needs a PCA step"),
+        ({"views": 4}, "views are augmented copies of the training images: pass augment='seed'"),
+        ({"views": -1}, "The 'views' parameter of compare must be an int in the range"),
+        ({"augment": "flip"}, "The 'augment' parameter of compare must be"),
+        ({"augment": "seed", "train_options": {"augment": print}}, "give the augmentation once"),
+        ({"solver": "cuml"}, "The 'solver' parameter of compare must be a str among"),
     ],
 )
 def test_bad_arguments_are_refused_before_any_training(options, message):

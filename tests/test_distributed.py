@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import xxhash
 from PIL import Image
 
 from featclf.data import ImagePreprocess, image_files, load_mnist5k
@@ -29,6 +30,19 @@ from featclf.models import get_model, save_checkpoint
 from featclf.store import FeatureStore
 
 ray = pytest.importorskip("ray", reason="the Ray engine needs the featclf[ray] extra")
+
+_OPENED: list[str] = []
+_WATCHED: list[str] = []  # folders whose opens in this process are counted
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event == "open" and _WATCHED and isinstance(args[0], str | bytes | os.PathLike):
+        path = os.fsdecode(os.fspath(args[0]))
+        if path.startswith(tuple(_WATCHED)):
+            _OPENED.append(path)
+
+
+sys.addaudithook(_audit)  # permanent (audit hooks cannot be removed); counts only when asked
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
@@ -224,12 +238,24 @@ def test_grid_search_runs_on_the_ray_joblib_backend(ray_local):
 def test_extract_command_with_ray_engine_fills_the_store_the_local_engine_reuses(
         tmp_path, ray_local, capsys):
     from featclf.cli import main
+    from featclf.store._stat import RACY_SECONDS, StatRecord
 
     images = _digit_folder(tmp_path / "digits", 50)
+    time.sleep(RACY_SECONDS + 0.2)  # old enough for the actors to record their stats
     args = ["extract", "--model", "lenet5", "--weights", "random", "--images", str(images),
             "--store", str(tmp_path / "store"), "--no-progress", "--batch-size", "16"]
     assert main([*args, "--engine", "ray", "--actors", "2"]) == 0
     assert "computed        50" in capsys.readouterr().out
-    assert main(args) == 0
+    # The actors hashed what they decoded and left it in the store's stat record...
+    paths = sorted(str(p) for p in images.iterdir())
+    assert StatRecord(tmp_path / "store").lookup(paths) == \
+        [xxhash.xxh3_128_hexdigest(Path(p).read_bytes()) for p in paths]
+    _OPENED.clear()
+    _WATCHED.append(str(images) + os.sep)
+    try:
+        assert main(args) == 0
+    finally:
+        _WATCHED.clear()
     out = capsys.readouterr().out
     assert "computed         0" in out and "reused          50" in out
+    assert _OPENED == []  # ... so the local rerun opened none of the images

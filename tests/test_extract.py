@@ -438,8 +438,8 @@ def test_unknown_pooling_and_bad_arguments_are_named():
                          f"Got {got} instead.")
 
     with pytest.raises(ValueError, match=r"The 'pooling' parameter of DeepFeatureExtractor "
-                       r"must be a str among \{.*\}. Got 'mean' instead."):
-        DeepFeatureExtractor("lenet5", pooling="mean").fit()
+                       r"must be a str among \{.*\}. Got 'median' instead."):
+        DeepFeatureExtractor("lenet5", pooling="median").fit()
     batch = "an int in the range [1, inf) or a str among {'auto'}"
     with pytest.raises(ValueError, match=wording("batch_size", batch, "0")):
         DeepFeatureExtractor("lenet5", batch_size=0).fit()
@@ -634,7 +634,9 @@ def test_compiled_extractor_matches_eager_with_one_graph_and_pickles(lenet, lene
     assert_close(features, lenet_extractor.transform(digits), tol=1e-4)
     paths = _write_pngs(tmp_path, digits)  # files take the uint8 geometry + finish route
     assert_close(ext.transform(paths), features, tol=1e-4)
-    assert counters["stats"]["unique_graphs"] == 1 and counters["frames"]["ok"] == 1
+    # One graph for the full and the padded short batch, arrays and files alike (frame
+    # counts are not asserted: under load dynamo may revisit frames that capture no graph).
+    assert counters["stats"]["unique_graphs"] == 1
     copy_ = pickle.loads(pickle.dumps(ext))  # the compiled graph is not pickled
     assert copy_.runner_._compiled is None and ext.runner_._compiled is not None
     assert_close(copy_.transform(digits[:3]), features[:3], tol=1e-4)

@@ -212,3 +212,28 @@ def test_the_registry_names_every_reported_classifier_once():
     assert classifier_spec("softmax").builder is None
     with pytest.raises(ValueError, match="The 'name' parameter of classifier_spec"):
         classifier_spec("svm")
+
+
+@pytest.mark.parametrize(("name", "multi_class"), [
+    ("linear_svm", "ovr"), ("crammer_singer_svm", "crammer_singer"), ("logistic", None),
+])  # fmt: skip
+def test_solver_torch_builds_the_torch_twin_with_the_same_steps_and_C(digits, name,
+                                                                      multi_class):
+    from featclf.linear import TorchLinearSVC, TorchLogisticRegression
+
+    pipe = make_classifier(name, C=0.5, pca=20, solver="torch")
+    assert list(pipe.named_steps) == ["scale", "pca", "clf"]
+    clf = pipe.named_steps["clf"]
+    assert isinstance(clf, TorchLogisticRegression if multi_class is None else TorchLinearSVC)
+    assert clf.C == 0.5 and getattr(clf, "multi_class", None) == multi_class
+    assert REGISTRY[name].torch
+    X_train, X_test, y_train, y_test = digits
+    assert pipe.fit(X_train, y_train).score(X_test, y_test) > 0.9
+
+
+def test_solver_torch_is_refused_for_the_rbf_svm_and_unknown_solvers():
+    assert not REGISTRY["rbf_svm"].torch
+    with pytest.raises(ValueError, match="solver='torch' solves linear SVMs only"):
+        make_svm("rbf", solver="torch")
+    with pytest.raises(ValueError, match="The 'solver' parameter of make_logistic .* 'cuml'"):
+        make_logistic(solver="cuml")

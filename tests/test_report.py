@@ -408,3 +408,37 @@ def test_skipped_files_get_a_section_naming_the_option_as_the_interface_does(tmp
     assert "(--on-error skip)" in text
     no_skips = write_report(_run_with_setup(), tmp_path / "none")["report.md"]
     assert "Skipped images" not in no_skips.read_text(encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- repeated splits
+
+
+def test_repeated_splits_get_a_section_with_mean_sd_and_the_verdicts_spread(tmp_path,
+                                                                           two_model_report):
+    from featclf.report._repeats import repeats_table
+
+    # Three splits whose verdicts differ: inconclusive (200 images), better, worse.
+    splits = [make_results({"lenet5": outcome})
+              for outcome in (NOT_SIGNIFICANT, SIGNIFICANTLY_BETTER, SIGNIFICANTLY_WORSE)]
+    table = repeats_table(splits, [0, 1, 2])
+    assert table.loc[table["compared"], "verdict"].tolist() == ["inconclusive", "better", "worse"]
+    paths = write_report(splits[0], tmp_path, repeats=table)
+    assert set(paths) == {*EXPECTED_FILES - {"confusion_seedcnn_penultimate.png"}, "repeats.csv"}
+    pd.testing.assert_frame_equal(pd.read_csv(paths["repeats.csv"]), table, check_dtype=False)
+    text = paths["report.md"].read_text(encoding="utf-8")
+    softmax = [0.958, 0.9, 0.95]
+    svm = [0.963, 0.931, 0.912]
+    for name, values in (("softmax head", softmax), ("linear SVM", svm)):
+        shown = f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+        assert f"| lenet5 | penultimate | {name} | {shown} | {min(values):.4f} |" in text
+    assert ("| lenet5 | penultimate | 1 | 1 | 0 | 1 | 3 | linear SVM (3×) |") in text
+    assert ("The verdict above is the first split's. Over 3 seeded splits (seeds 0-2) it was "
+            "better on 1, worse on 1 and inconclusive on 1 for lenet5's penultimate features "
+            "(see Repeated splits).") in text
+    # The section follows the results and precedes the per-class tables; the HTML has it too.
+    assert text.index("## Results") < text.index("## Repeated splits") < text.index("## Per class")
+    html = paths["report.html"].read_text(encoding="utf-8")
+    assert "<h2>Repeated splits</h2>" in html and f"<td>{shown}</td>" in html
+    assert "Repeated splits" not in two_model_report[2]["report.md"].read_text(encoding="utf-8")
+    with pytest.raises(ValueError, match=r"repeats lacks the column\(s\) \['split'"):
+        write_report(splits[0], tmp_path / "bad", repeats=table.drop(columns="split"))

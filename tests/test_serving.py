@@ -68,12 +68,14 @@ def sklearn_scores(pipe, F) -> np.ndarray:
     return np.stack([-d, d], axis=1) if d.ndim == 1 else d
 
 
+@pytest.mark.parametrize("solver", ["sklearn", "torch"])  # torch: featclf.linear's estimators
 @pytest.mark.parametrize("name", LINEAR)
-def test_folded_module_predicts_like_the_pipeline_on_every_test_image(name, digits, extractor,
-                                                                      features):
+def test_folded_module_predicts_like_the_pipeline_on_every_test_image(name, solver, digits,
+                                                                      extractor, features):
     _, y, X_test, _ = digits
     F, F_test = features
-    pipe = make_classifier(name, C=0.1).fit(F, y)
+    pipe = make_classifier(name, C=0.1, solver=solver).fit(F, y)
+    assert type(pipe.named_steps["clf"]).__name__.startswith("Torch") == (solver == "torch")
     assert "scale" in pipe.named_steps  # the scaler is what gets folded
     model = to_torch(extractor, pipe)
     scores = scores_of(model, pixels(X_test))

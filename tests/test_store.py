@@ -49,6 +49,7 @@ class ProjectionCompute:
         self.dim, self.batch_size, self.on_error = dim, batch_size, on_error
         self.blocks = blocks
         self.calls: list[int] = []  # sizes of the sources it was called on
+        self.rows = 0  # images that reached the "network" (vectors computed)
 
     def vectors(self, images) -> np.ndarray:
         if len(images) == 0:  # a batch whose every file failed
@@ -62,6 +63,7 @@ class ProjectionCompute:
         for batch in source.iter_batches(batch_size=self.batch_size, preprocess=None,
                                          on_error=self.on_error):
             vectors = self.vectors(batch.images)
+            self.rows += len(vectors)
             yield batch.indices, {b: vectors * (i + 1) for i, b in enumerate(self.blocks)}, \
                 batch.errors
 
@@ -187,7 +189,8 @@ def test_renamed_file_hits_and_export_shows_its_new_path(tmp_path, png_dir):
     paths = [*files.paths[:3], str(moved), *files.paths[4:]]
     compute = ProjectionCompute()
     again = cached(store, as_image_source(paths), config=CONFIG, compute=compute)
-    assert (again.n_computed, again.n_reused) == (0, 30) and compute.calls == []
+    # The moved file is read (its path is new to the stat record) but never reaches the network.
+    assert (again.n_computed, again.n_reused) == (0, 30) and compute.rows == 0
     np.testing.assert_array_equal(again.features, first.features)
     with np.load(store.export(tmp_path / "out.npz")) as npz:
         where = dict(zip(npz["digests"].tolist(), npz["paths"].tolist()))
@@ -292,7 +295,8 @@ def test_crash_leftovers_are_invisible_and_pruned(tmp_path, rng):
     assert len(report.orphans) == 1 and len(report.temp_files) == 1
     assert (ns / live).exists()  # a live writer's file is left alone
     assert sorted(p.name for p in ns.iterdir() if not p.name.startswith(".")) == sorted(
-        ["config.json", shard_files(store)[0].name, shard_files(store, ".json")[0].name])
+        ["config.json", shard_files(store)[0].name, shard_files(store, ".json")[0].name,
+         shard_files(store, ".keys")[0].name, "shards.keys"])
 
 
 def test_duplicates_from_racing_writers_are_pruned(tmp_path, rng):

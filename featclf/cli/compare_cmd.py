@@ -12,15 +12,18 @@ import contextlib
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from featclf.cli._data import add_data_arguments, image_files_from_args
+from featclf.cli.extract_cmd import POOLINGS
 
 if TYPE_CHECKING:  # the command imports featclf.compare (and torch) only when it runs
     import pandas as pd
 
     from featclf.comparison import Comparison
+    from featclf.repeats import RepeatedComparison
 
 #: The classifiers of :data:`featclf.pipelines.CLASSIFIERS`, named here so that building the
 #: parser imports no scikit-learn (``featclf --help`` stays fast); a test keeps them equal.
@@ -66,8 +69,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, help="epochs of every network (default: per-model "
                    "recipe: lenet5 15, seed_cnn and torchvision models 10)")  # fmt: skip
     p.add_argument("--augment", choices=("seed",),
-                   help="augment the training images with random rotations, shifts and flips "
-                   "and per-channel normalisation (seed); default none")  # fmt: skip
+                   help="train the softmax networks on augmented images (seed: random "
+                   "rotations, shifts and flips, and per-channel normalisation); with --views, "
+                   "the other classifiers also learn from augmented views; default none")
+    p.add_argument("--views", type=_count(0), default=0, metavar="K",
+                   help="with --augment: also fit the SVMs and logistic regression on K "
+                   "augmented views of every training image (each view's features cached in "
+                   "the feature store), tested on the clean test images (default 0)")
+    p.add_argument("--solver", choices=("auto", "sklearn", "torch"), default="auto",
+                   help="how the linear classifiers are fitted: scikit-learn's solvers, "
+                   "featclf's torch solvers (a warm-started path over the C grid), or auto "
+                   "(torch for large problems; default)")  # fmt: skip
     p.add_argument("--split", default="0.2", metavar="TEST|TRAIN,VAL,TEST",
                    help="fraction of the images held out for testing (default 0.2), or the "
                    "train, validation and test fractions, e.g. 0.65,0.25,0.1 (C is then chosen "
@@ -77,8 +89,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--c-grids", action="append", type=_c_grid, metavar="CLASSIFIER=C,C,...",
                    help="the values of C to try for one classifier, e.g. rbf_svm=1,10,100,1000 "
                    "(repeatable; default: each classifier's own grid)")  # fmt: skip
-    p.add_argument("--pooling", default="avg", choices=("avg", "max", "flatten"),
-                   help="how convolutional maps become vectors (default avg)")  # fmt: skip
+    p.add_argument("--pooling", default="avg", choices=POOLINGS,
+                   help="how convolutional maps (avg, max, flatten) or transformer tokens (cls, "
+                   "mean) become vectors; +l2 normalises each vector (default avg)")  # fmt: skip
     p.add_argument("--pca", type=_pca, metavar="N|FRACTION",
                    help="reduce the features with PCA before each classifier: a number of "
                    "components, or the fraction of variance to keep")  # fmt: skip
@@ -98,6 +111,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "networks are still trained, with the same random seed)")  # fmt: skip
     p.add_argument("--random-state", type=int, default=0, metavar="N",
                    help="random seed of the split, the training and the statistics (default 0)")
+    p.add_argument("--repeats", type=_count(1), default=1, metavar="K",
+                   help="run the whole comparison on K stratified splits seeded N, N+1, ... "
+                   "(--random-state N) and report each classifier's test accuracy as mean ± "
+                   "standard deviation and how many splits' verdicts said better, worse, no "
+                   "detectable difference or inconclusive (a Repeated splits section and "
+                   "repeats.csv; the rest of the report and the saved model are the first "
+                   "split's); default 1")
     p.add_argument("--quick", action="store_true",
                    help=f"smoke run: {QUICK['epochs']} epochs, {QUICK['cv']}-fold CV, every "
                    f"other C, {QUICK['n_resamples']} bootstrap resamples")  # fmt: skip
@@ -111,6 +131,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-save-model", action="store_true",
                    help="do not save the fitted winner")
     p.set_defaults(func=run)
+
+
+def _count(lowest: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``lowest`` (a usage error otherwise).
+
+    Examples
+    --------
+    >>> _count(1)("3")
+    3
+    """
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = lowest - 1
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= {lowest}")
+        return value
+
+    return parse
 
 
 def _pca(text: str) -> int | float:
@@ -167,6 +208,26 @@ def _format_summary(summary: pd.DataFrame) -> str:
     return table.to_string(index=False)
 
 
+def _format_repeats(repeated: RepeatedComparison) -> str:
+    """Mean ± sd per selected classifier over the splits, and the spread of the verdict."""
+    from featclf.report._repeats import OUTCOMES, repeats_summary, verdict_spread
+
+    summary = repeats_summary(repeated.splits)
+    table = summary[["model", "layer", "classifier"]].assign(**{
+        f"accuracy over {len(repeated.seeds)} splits (mean ± sd)": [
+            f"{m:.4f} ± {s:.4f}" for m, s in zip(summary["accuracy_mean"],
+                                                 summary["accuracy_sd"])],
+        "min": summary["accuracy_min"].map("{:.4f}".format),
+        "max": summary["accuracy_max"].map("{:.4f}".format),
+    })  # fmt: skip
+    lines = [table.to_string(index=False), ""]
+    for _, row in verdict_spread(repeated.splits).iterrows():
+        counts = ", ".join(f"{o} {int(row[o])}" for o in OUTCOMES if row[o])
+        lines.append(f"verdict over {int(row['n_splits'])} splits, {row['model']}/{row['layer']}: "
+                     f"{counts} (compared: {row['compared']})")
+    return "\n".join(lines)
+
+
 def _c_grid(text: str) -> tuple[str, list[float]]:
     """``rbf_svm=1,10,100`` -> ``("rbf_svm", [1.0, 10.0, 100.0])`` (argparse type of --c-grids).
 
@@ -206,29 +267,40 @@ def run(args: argparse.Namespace) -> int:
 
         engine = ray_joblib_backend(args.address)
         n_jobs = -1 if n_jobs == 1 else n_jobs
+    repeated = None
     with engine:
-        comparison = _run_compare(args, options, n_jobs)
-    return _finish(args, comparison, started)
+        data, kwargs = _compare_arguments(args, options, n_jobs)
+        if args.repeats > 1:
+            from featclf.repeats import compare_repeated
+
+            repeated = compare_repeated(data, repeats=args.repeats, **kwargs)
+            comparison = repeated.first
+        else:
+            from featclf.compare import compare
+
+            comparison = compare(data, **kwargs)
+    return _finish(args, comparison, started, repeated)
 
 
-def _run_compare(args: argparse.Namespace, options: dict, n_jobs: int) -> Comparison:
-    from featclf.compare import compare
-
+def _compare_arguments(args: argparse.Namespace, options: dict, n_jobs: int
+                       ) -> tuple[Any, dict[str, Any]]:  # fmt: skip
+    """The data and the keyword arguments of ``compare`` the command line asks for."""
     data = args.data
     if data not in BUILTIN_DATA or any(
             getattr(args, f) is not None for f in ("path_column", "label_column", "split_column")):
         data = image_files_from_args(args, data)  # the CSV column flags apply here
     test_data = (image_files_from_args(argparse.Namespace(), args.test_data)
                  if args.test_data is not None else None)  # fmt: skip
-    return compare(
-        data,
+    return data, dict(
         test_data=test_data,
         on_error=args.on_error,
         models=args.models,
         layers=args.layers or (None,),
         classifiers=args.classifiers or CLASSIFIER_NAMES,
         weights=args.weights,
-        train_options={"augment": args.augment} if args.augment else None,
+        augment=args.augment,
+        views=args.views,
+        solver=args.solver,
         split=_split(args.split),
         classifier_options={"pca": args.pca, "whiten": args.whiten}
         if args.pca or args.whiten else None,
@@ -242,13 +314,15 @@ def _run_compare(args: argparse.Namespace, options: dict, n_jobs: int) -> Compar
     )
 
 
-def _finish(args: argparse.Namespace, comparison: Comparison, started: float) -> int:
+def _finish(args: argparse.Namespace, comparison: Comparison, started: float,
+            repeated: RepeatedComparison | None = None) -> int:  # fmt: skip
     """Write the report and print the summary table, the verdict and the total time."""
     from featclf.report import setup_summary, summary_table, verdict, write_report
 
     dataset = comparison.results["dataset"].iloc[0]
     out = Path(args.out) if args.out else Path("artifacts", "reports", dataset)
-    paths = write_report(comparison, out, title=args.title)
+    paths = write_report(comparison, out, title=args.title,
+                         repeats=repeated.splits if repeated is not None else None)
     saved = None
     if not args.no_save_model:
         from featclf.winner import save_winner
@@ -264,6 +338,9 @@ def _finish(args: argparse.Namespace, comparison: Comparison, started: float) ->
     print()
     print(textwrap.fill(verdict(comparison), width=100))
     print()
+    if repeated is not None:
+        print(_format_repeats(repeated))
+        print()
     for line in setup_summary(comparison):  # unwrapped: paths stay whole
         print(line)
     print()

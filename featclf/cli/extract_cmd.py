@@ -24,8 +24,16 @@ if TYPE_CHECKING:  # imported by run(): `featclf --help` must not import torch o
 ENGINES = ("local", "ray")
 #: ``featclf.models.head.POOLINGS`` and ``featclf.store.DTYPES``, spelled out here so that
 #: building the parser imports neither torch nor the store (tests/test_cli.py checks they agree).
-POOLINGS = ("avg", "max", "flatten")
+_BASE_POOLINGS = ("avg", "max", "flatten", "cls", "mean")
+POOLINGS = _BASE_POOLINGS + tuple(f"{name}+l2" for name in _BASE_POOLINGS)
 DTYPES = ("float32", "float16")
+
+
+def _layer(layers: list[str] | None) -> str | list[str] | None:
+    """``--layer`` as the extractor's ``layer``: None, one node, or several from one forward."""
+    if not layers:
+        return None
+    return layers[0] if len(layers) == 1 else layers
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -51,10 +59,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="where labels come from (kept in the store for export; default auto)")
     p.add_argument("--store", required=True, help="the feature store directory (created if "
                    "missing)")
-    p.add_argument("--layer", help="graph node to read features from (default: the input of "
-                   "the final classification layer)")
+    p.add_argument("--layer", action="append", dest="layers", metavar="NODE",
+                   help="graph node to read features from (default: the input of the final "
+                   "classification layer, 'penultimate'; 'logits' is the head's output). Repeat "
+                   "for several: one forward computes them all, each stored under its own key")
     p.add_argument("--pooling", default="avg", choices=POOLINGS,
-                   help="how convolutional maps become vectors (default avg)")
+                   help="how convolutional maps (avg, max, flatten) or transformer tokens (cls: "
+                   "the class token; mean: the patch tokens) become vectors; +l2 normalises "
+                   "each layer's vector (default avg)")
     p.add_argument("--batch-size", type=_batch_size, default="auto", metavar="N",
                    help="images per forward pass (default auto: 256 on a GPU; on the CPU 8 at "
                    "224 px up to 64 at 28 px, where these CPUs run fastest)")
@@ -155,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     files = _files(args)
     store = FeatureStore(args.store, dtype=args.dtype, shard_rows=args.shard_rows)
     extractor = DeepFeatureExtractor(
-        model=args.model, weights=args.weights, layer=args.layer, pooling=args.pooling,
+        model=args.model, weights=args.weights, layer=_layer(args.layers), pooling=args.pooling,
         device=args.device, precision=args.precision, batch_size=args.batch_size,
         num_workers=args.num_workers, store=store, on_error=args.on_error,
         progress=not args.no_progress, compile=args.compile,
@@ -183,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     if args.on_error == "skip":
         manifest = write_error_manifest(args.errors or Path(args.store) / "errors.csv",
                                         result.errors)
-    layer = args.layer or "penultimate layer"
+    layer = ", ".join(args.layers) if args.layers else "penultimate layer"
     keys = ", ".join(store.config_key(config)[:12] for config in configs.values())
     n = len(files)
     print(f"featclf extract: {n} images, {model} {layer} "

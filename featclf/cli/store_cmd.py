@@ -124,6 +124,12 @@ def run_verify(args: argparse.Namespace) -> int:
     report = store.verify(progress=args.progress)
     for path, reason in report.problems:
         print(f"DAMAGED {store.root / path}: {reason}", file=sys.stderr)
+    if report.fallbacks:
+        # Not damage: these shards are found through their JSON index, which is slower.
+        for path, reason in report.fallbacks:
+            print(f"no current key index for {store.root / path}: {reason}", file=sys.stderr)
+        print(f"{len(report.fallbacks)} shard(s) are looked up through their JSON index; "
+              "`featclf store prune` writes their key indexes", file=sys.stderr)
     print(f"verified {report.shards} shard(s), {report.vectors} vectors, "
           f"{_size(report.bytes)}: " + ("ok" if report.ok else
                                         f"{len(report.problems)} problem(s); `featclf store "
@@ -144,7 +150,9 @@ def run_prune(args: argparse.Namespace) -> int:
     print(f"pruned {store.root}: {len(report.temp_files)} temporary file(s), "
           f"{len(report.orphans)} orphan shard(s), {len(report.damaged)} damaged, "
           f"{report.duplicates} duplicate vector(s), {report.merged} small shard(s) merged "
-          f"({len(report.rewritten)} shard(s) written), {_size(report.bytes_freed)} freed")
+          f"({len(report.rewritten)} shard(s) written), {_size(report.bytes_freed)} freed"
+          + (f", {len(report.key_indexes)} key index(es) written" if report.key_indexes
+             else ""))
     return 0
 
 

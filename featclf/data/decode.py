@@ -9,7 +9,9 @@ from __future__ import annotations
 import io
 import os
 import stat
+import time
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -117,16 +119,101 @@ def read_image_file(path: str | os.PathLike, *, name: str | None = None) -> byte
     Traceback (most recent call last):
     featclf.data.decode.ImageDecodeError: cannot read image '...': is a directory, not an image file
     """
+    return _read(path, name, stable=False).data
+
+
+#: Why a file is not used when its size or times kept changing while it was read (another
+#: program was writing it): the bytes read may be a mix of two versions.
+CHANGED_DURING_READ = ("changed while being read (its size or modification time changed "
+                       "during the read); run again")
+
+#: How many times a read that overlapped a write is tried before the file counts as unreadable.
+_READ_ATTEMPTS = 3
+
+
+def stat_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What identifies one version of a file without reading it: ``(size, mtime_ns,
+    ctime_ns, inode, device)``.
+
+    Any write moves ``ctime`` forward (``os.utime`` can put ``mtime`` back, never ``ctime``);
+    replacing the file changes the inode.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> st = os.stat(tempfile.mkdtemp())
+    >>> stat_key(st)[1:3] == (st.st_mtime_ns, st.st_ctime_ns)
+    True
+    """
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+class FileBytes(NamedTuple):
+    """One file's bytes, the version they are (:func:`stat_key` from ``fstat`` of the open file,
+    the same before and after the read) and the clock (``time.time_ns()``) before the read."""
+
+    data: bytes
+    stat: tuple[int, int, int, int, int]
+    read_ns: int
+
+
+def read_image_file_stat(path: str | os.PathLike, *, name: str | None = None) -> FileBytes:
+    """Like :func:`read_image_file`, also saying which version of the file the bytes are.
+
+    The open file's ``fstat`` is taken before and after the read; when they differ (another
+    program wrote the file meanwhile) the read is tried again, and after three tries the file
+    is unreadable ("changed while being read"). So the bytes returned are those of the
+    version ``stat`` names, and a stat record built from them (:mod:`featclf.store._stat`)
+    never names the digest of other bytes.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+    name : str, optional
+        What to call it in errors (default: the path).
+
+    Returns
+    -------
+    FileBytes
+
+    Raises
+    ------
+    ImageDecodeError
+        As :func:`read_image_file`, or the file kept changing while it was read.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.png"; _ = p.write_bytes(b"abc")
+    >>> got = read_image_file_stat(p)
+    >>> got.data, got.stat == stat_key(os.stat(p))
+    (b'abc', True)
+    """
+    return _read(path, name, stable=True)
+
+
+def _read(path, name: str | None, *, stable: bool) -> FileBytes:
     label = name or _path_text(path)
     try:
         mode = os.stat(path).st_mode
         if not stat.S_ISREG(mode):
             raise ImageDecodeError(label, _not_regular(mode))
         with os.fdopen(os.open(path, os.O_RDONLY | _OPEN_FLAGS), "rb") as fh:
-            mode = os.fstat(fh.fileno()).st_mode
-            if not stat.S_ISREG(mode):  # swapped for something else since the stat above
-                raise ImageDecodeError(label, _not_regular(mode))
-            return fh.read()  # O_NONBLOCK does not apply to regular files
+            before = os.fstat(fh.fileno())
+            if not stat.S_ISREG(before.st_mode):  # swapped for something else since the stat
+                raise ImageDecodeError(label, _not_regular(before.st_mode))
+            if not stable:
+                return FileBytes(fh.read(), (), 0)  # O_NONBLOCK does not apply to regular files
+            for _ in range(_READ_ATTEMPTS):
+                read_ns = time.time_ns()
+                fh.seek(0)
+                data = fh.read()
+                after = os.fstat(fh.fileno())
+                if stat_key(after) == stat_key(before) and len(data) == after.st_size:
+                    return FileBytes(data, stat_key(after), read_ns)
+                before = after
+            raise ImageDecodeError(label, CHANGED_DURING_READ)
     except FileNotFoundError:
         raise ImageDecodeError(label, "file not found") from None
     except IsADirectoryError:

@@ -1,4 +1,5 @@
-"""Deep features: the headless network as a scikit-learn transformer, and the cached loop."""
+"""Deep features: the headless network as a scikit-learn transformer, the cached loop, and
+cached augmented views (:func:`extract_views`)."""
 
 from featclf.extract.cached import FeatureExtraction
 from featclf.extract.extractor import (
@@ -9,6 +10,8 @@ from featclf.extract.extractor import (
     SkippedImagesWarning,
     describe_preprocess,
 )
+from featclf.extract.layers import LOGITS, PENULTIMATE
+from featclf.extract.views import ViewExtraction, extract_views, tta_features
 from featclf.models.network import UntrainedWeightsWarning
 
 __all__ = [
@@ -16,8 +19,13 @@ __all__ = [
     "CastToFloat32",
     "DeepFeatureExtractor",
     "FeatureExtraction",
+    "LOGITS",
+    "PENULTIMATE",
     "ScaleToUnit",
     "SkippedImagesWarning",
     "UntrainedWeightsWarning",
+    "ViewExtraction",
     "describe_preprocess",
+    "extract_views",
+    "tta_features",
 ]

@@ -2,10 +2,18 @@
 
 ``DeepFeatureExtractor.extract``, ``featclf extract`` and the Ray actors all call
 :func:`cached_features`; the store itself (:mod:`featclf.store`) knows only configurations,
-digests, vectors and sample metadata. This module is where images meet the store: it hashes
-the inputs, reads what the store holds, runs the network on the rest only, writes what it
-computed, records moved files, applies the ``on_error`` policy, and writes the error manifest
-of unreadable images.
+digests, vectors and sample metadata. This module is where images meet the store: it looks
+the inputs up (image files by ``os.stat`` in the store's stat record, :mod:`featclf.store._stat`,
+so unchanged files are never opened; arrays by the hash of their pixels), reads what the store
+holds, runs the network on the rest only, writes what it computed, records moved files,
+applies the ``on_error`` policy, and writes the error manifest of unreadable images.
+
+Image files are read once each: the bytes a DataLoader worker reads are hashed there and
+decoded there (:meth:`FileSource.reading <featclf.data.sources.FileSource.reading>`), so the
+digest a vector is stored under is always that of the bytes its pixels came from, even when
+another program rewrites the file during the job. A file whose digest turns out to be in the
+store (a moved or copied file) or to be that of another input of the job (a byte-identical
+copy) is left out of the batch before the forward.
 """
 
 from __future__ import annotations
@@ -23,12 +31,13 @@ from pathlib import Path
 import numpy as np
 
 from featclf.data.decode import ImageDecodeError
-from featclf.data.sources import ImageSource, InputError
+from featclf.data.sources import FileSource, ImageSource, InputError
 from featclf.errors import option
 from featclf.params import StrOptions, check_params
 from featclf.progress import progress_bar
 from featclf.store import FeatureStore, StoreError
 from featclf.store._format import atomic_write, new_writer_id
+from featclf.store._stat import StatRecord
 
 __all__ = ["ComputeFn", "FeatureExtraction", "cached_features", "write_error_manifest"]
 
@@ -116,7 +125,13 @@ def cached_features(source: ImageSource, compute: ComputeFn, *, configs: Mapping
 
     ``compute`` runs only on the inputs the store lacks (``source.subset(missing)``), and not
     at all when every vector is stored, so a fully cached call never runs the network; inputs
-    with the same digest (byte-identical files) are computed once and share the vector. An
+    with the same digest (byte-identical files) are computed once and share the vector. Image
+    files (a :class:`~featclf.data.sources.FileSource`) with a store are looked up by their
+    stat in the store's stat record: a rerun over unchanged files whose vectors are stored
+    opens none of them; the others are read once, hashed and decoded from the same bytes in
+    ``compute``'s own pass (its DataLoader workers), and the entries learned are added to the
+    record (files changed less than :data:`~featclf.store._stat.RACY_SECONDS` before their
+    read are hashed again next time). An
     input is reused only when the store holds every block's vector for it; the others are
     computed once (one forward per batch gives every block) and each block's vectors are
     written under its own configuration as they stream in, so a killed call keeps what it
@@ -190,16 +205,23 @@ def cached_features(source: ImageSource, compute: ComputeFn, *, configs: Mapping
     if labels is not None and len(labels) != n:
         raise ValueError(f"labels has {len(labels)} entries for {n} inputs")
     files = source.kind == "files"
+    # Files with a store: looked up by stat, no hashing pass; the files that must be read are
+    # hashed from the bytes their pixels are decoded from (FileSource.reading).
+    by_stat = store is not None and isinstance(source, FileSource)
+    record = StatRecord(store.root) if by_stat else None
     if store is None:
         digests: list[str | None] = []
         found, stored = np.zeros(n, dtype=bool), {}
     else:
-        # One snapshot for the job: the lookup and the decoding agree on each file's bytes.
-        source = source.snapshot()
-        digests = source.digests()
+        if record is not None:
+            digests = record.lookup(source.paths)
+        else:
+            # One snapshot for the job: the lookup and the decoding agree on each input.
+            source = source.snapshot()
+            digests = source.digests()
         found, stored = _stored(store, configs, digests)
-    n_reused = int(found.sum())
-    if n_reused and files:
+    n_found = int(found.sum())
+    if n_found and files:
         _record_moves(store, configs, source, digests, found, labels)
     if store is not None and about:
         for b in names:
@@ -207,21 +229,89 @@ def cached_features(source: ImageSource, compute: ComputeFn, *, configs: Mapping
     block_widths = {b: stored[b].shape[1] for b in stored}  # known from the store
     from_store = set(block_widths)
     missing = np.flatnonzero(~found)
-    # Byte-identical inputs share a digest: compute the first, give its vector to the others.
-    todo, twins = _first_of_each_digest(missing, digests)
+    # Byte-identical inputs share a digest: compute the first, give its vector to the others
+    # (files read by stat: found out as they are read, in admit below).
+    todo, twins = (missing, {}) if by_stat else _first_of_each_digest(missing, digests)
     rows: np.ndarray | None = None  # (n, sum of widths), filled as vectors arrive
     done: list[np.ndarray] = []
+    late: list[int] = []  # read and hashed, then found in the store
+    have: set[int] = set()  # inputs whose vectors are in rows (stat mode)
+    first_of: dict[str, int] = {}  # digest -> the input whose vector serves it (stat mode)
     errors: list[InputError] = []
     failed: list[InputError] = []  # under on_error="raise": raised once this batch is stored
-    bar = progress_bar(enabled=progress, total=n, initial=n_reused, unit="img", desc=desc,
+    bar = progress_bar(enabled=progress, total=n, initial=n_found, unit="img", desc=desc,
                        smoothing=0.1)
+    flushed = [time.monotonic()]
+
+    def fill(i: int, vectors: Mapping[str, np.ndarray]) -> None:
+        """Put a stored vector (every block's) in input ``i``'s row."""
+        nonlocal rows
+        for b in names:
+            width = vectors[b].shape[-1]
+            if block_widths.setdefault(b, width) != width:
+                raise StoreError(f"the store {store.root} holds {width}-dim vectors for block "
+                                 f"{b!r} where {block_widths[b]}-dim ones were computed; the "
+                                 "configuration does not capture everything that decides them")
+            from_store.add(b)
+        if rows is None:
+            rows = _assembly(n, names, block_widths, found, stored)
+        columns = _slices(names, block_widths)
+        for b in names:
+            rows[i, columns[b]] = vectors[b]
+
+    def admit(reads) -> list[bool]:
+        """Which of a batch's freshly read files go to the network (stat mode)."""
+        keep, ask = [], []
+        for r in reads:
+            i = int(todo[r.index])
+            record.add(source.paths[i], r.stat, r.digest, read_ns=r.read_ns)
+            known_missing = digests[i] == r.digest  # the lookup found its stat, not its vector
+            digests[i] = r.digest
+            first = first_of.get(r.digest)
+            if first is None:
+                first_of[r.digest] = i
+                if not known_missing:
+                    ask.append((len(keep), i))
+                keep.append(True)
+            else:
+                keep.append(False)
+                if first in have:  # its vector is here already
+                    rows[i] = rows[first]
+                    have.add(i)
+                    if first in late_set:
+                        late.append(i)
+                        late_set.add(i)
+                    else:
+                        done.append(np.asarray([i], np.int64))
+                    bar.update(1)
+                else:
+                    twins.setdefault(first, []).append(i)
+        if ask:
+            hit, vectors = _stored(store, configs, [digests[i] for _, i in ask])
+            for k, (at, i) in enumerate(p for p, h in zip(ask, hit) if h):
+                keep[at] = False
+                # A stored vector, for this input and its copies met so far in the batch.
+                for j in [i, *twins.pop(i, ())]:
+                    fill(j, {b: vectors[b][k] for b in names})
+                    have.add(j)
+                    late.append(j)
+                    late_set.add(j)
+                    bar.update(1)
+        if record.pending and time.monotonic() - flushed[0] > _RECORD_FLUSH_SECONDS:
+            record.flush()
+            flushed[0] = time.monotonic()
+        return keep
+
+    late_set: set[int] = set()
     try:
         with contextlib.ExitStack() as stack:
             writers = {} if store is None or not len(todo) else {
                 b: stack.enter_context(store.writer(configs[b])) for b in names}
             # Everything missing (as without a store): the source itself, not a copy of it.
-            batches = () if not len(todo) else compute(
-                source if len(todo) == n else source.subset(todo))
+            sub = source if len(todo) == n else source.subset(todo) if len(todo) else None
+            if by_stat and sub is not None:
+                sub = sub.reading(admit)
+            batches = () if sub is None else compute(sub)
             for rel, vectors, batch_errors in batches:
                 absolute = todo[np.asarray(rel, dtype=np.int64)]
                 batch_failures = [dataclasses.replace(e, index=int(todo[e.index]))
@@ -247,7 +337,7 @@ def cached_features(source: ImageSource, compute: ComputeFn, *, configs: Mapping
                             writer.add(keys, vectors[b], **samples)
                     if twins:
                         copies = [(k, t) for k, i in enumerate(absolute)
-                                  for t in twins.get(int(i), ())]
+                                  for t in twins.pop(int(i), ())]
                         if copies:
                             source_rows, extra = map(list, zip(*copies))
                             vectors = {b: np.concatenate([v, v[source_rows]])
@@ -255,6 +345,7 @@ def cached_features(source: ImageSource, compute: ComputeFn, *, configs: Mapping
                             absolute = np.concatenate([absolute, np.asarray(extra, np.int64)])
                     for b in names:
                         rows[absolute, columns[b]] = vectors[b]
+                    have.update(absolute.tolist())
                     done.append(absolute)
                 bar.update(len(absolute) + len(batch_failures))
                 if failed:
@@ -262,23 +353,38 @@ def cached_features(source: ImageSource, compute: ComputeFn, *, configs: Mapping
                     raise _unreadable(source, first, stored=bool(writers))
     finally:
         bar.close()
+        if record is not None:
+            record.flush()
+    if late:
+        late_found = np.zeros(n, dtype=bool)
+        late_found[late] = True
+        _record_moves(store, configs, source, digests, late_found, labels)
+    if by_stat:
+        for e in errors:
+            digests[e.index] = None
     errors.sort(key=lambda e: e.index)
     computed = np.concatenate(done) if done else np.empty(0, np.int64)
-    indices = np.sort(np.concatenate([np.flatnonzero(found), computed])).astype(np.int64)
+    indices = np.sort(np.concatenate([np.flatnonzero(found), computed,
+                                      np.asarray(late, np.int64)])).astype(np.int64)
     for b in names:
         block_widths.setdefault(b, int((widths or {}).get(b) or 0))
     columns = _slices(names, block_widths)
     if rows is not None:
         features = rows if len(indices) == n else rows[indices]
-    elif len(names) == 1 and n_reused:  # all from the store, already in input order: no copy
+    elif len(names) == 1 and n_found:  # all from the store, already in input order: no copy
         features = stored[names[0]]
-    elif n_reused:
+    elif n_found:
         features = np.concatenate([stored[b] for b in names], axis=1)
     else:
         features = np.empty((0, sum(block_widths.values())), dtype=np.float32)
     return FeatureExtraction(features, indices, errors, n_computed=len(computed),
-                             n_reused=n_reused, seconds=time.perf_counter() - started,
+                             n_reused=n_found + len(late), seconds=time.perf_counter() - started,
                              blocks=columns, digests=digests)
+
+
+#: How often a long job writes the stat entries it has gathered (a killed job loses at most
+#: these: its files are hashed again on the next run, their vectors still reused).
+_RECORD_FLUSH_SECONDS = 30.0
 
 
 def _first_of_each_digest(missing: np.ndarray, digests: list[str | None]

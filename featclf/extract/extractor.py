@@ -95,8 +95,12 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
         None (or ``"penultimate"``): the input of the final classification layer (84 values
         for ``lenet5``, 512 for ``resnet18``, 2048 for ``resnet50``, fc7's 4096 for ``vgg16``).
         Otherwise a graph node name (``"layer3"``, ``"c5"``, ``"features.28"``; an unknown
-        name's error lists the valid ones). A list computes every layer in one forward pass;
-        ``transform`` puts their vectors side by side and :meth:`extract` tells their columns
+        name's error lists the valid ones). ``"logits"``: the output of the final
+        classification layer (the network's own class scores, before any softmax; their
+        ``argmax`` is the network's prediction). A list computes every layer in one forward
+        pass (``["layer3", "penultimate", "logits"]``), each kept in the store under its own
+        key; ``transform`` puts their vectors side by side (``get_feature_names_out`` names
+        each one's columns ``"<model>_<layer>_f<i>"``) and :meth:`extract` tells their columns
         apart (:meth:`FeatureExtraction.block <featclf.extract.FeatureExtraction.block>`).
     pooling : {"avg", "max", "flatten"}, default="avg"
         How a layer's ``(C, H, W)`` maps become vectors: spatial mean or max (``d = C``), or all
@@ -181,6 +185,7 @@ class DeepFeatureExtractor(TransformerMixin, BaseEstimator):
     --------
     featclf.models.load_network : The network and its weights.
     featclf.store.FeatureStore : The on-disk cache of extracted features.
+    featclf.extract.extract_views : Features of K seeded augmented views per image, cached.
 
     Examples
     --------

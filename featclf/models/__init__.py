@@ -1,7 +1,11 @@
 """Networks by name, file or object: one :func:`load_network`, one :class:`Network`.
 
 featclf's own digit networks (``lenet5``, ``seed_cnn``) are registered by name; every
-torchvision classification model is available under its torchvision name.
+torchvision classification model is available under its torchvision name, and every timm model
+as ``"timm/<name>"`` (``"timm/convnext_tiny"``, ``"timm/vit_small_patch14_dinov2.lvd142m"``;
+:mod:`featclf.models.timm_backbones`, needs ``pip install featclf[timm]``). Transformers' token
+outputs pool by ``pooling="cls"``/``"mean"``; ``layer=last_blocks(4)`` reads the last four
+blocks (:mod:`featclf.models.tokens`).
 
 Examples
 --------
@@ -21,6 +25,7 @@ from featclf.models.network import (
 )
 from featclf.models.registry import ModelSpec, get_model_spec, list_models, register_model
 from featclf.models.seed import LeNet5, SeedCNN  # importing seed registers lenet5, seed_cnn
+from featclf.models.tokens import last_blocks
 from featclf.models.weights import (
     Checkpoint,
     CheckpointError,
@@ -45,6 +50,7 @@ __all__ = [
     "find_head",
     "get_model",
     "get_model_spec",
+    "last_blocks",
     "layer_names",
     "list_models",
     "load_network",

@@ -18,7 +18,14 @@ from torchvision.models.feature_extraction import (
     get_graph_node_names,
 )
 
-POOLINGS = ("avg", "max", "flatten")
+#: How outputs become vectors: maps ``(n, C, H, W)`` and token sequences ``(n, T, D)``.
+#: ``"cls"`` takes a transformer's class token, ``"mean"`` averages its patch tokens (class and
+#: register tokens left out; on maps it is ``"avg"``). A ``"+l2"`` suffix scales each block's
+#: vectors to unit L2 norm after pooling, so concatenated blocks weigh alike; the pooling is
+#: part of every cache key, so normalised and raw vectors are stored apart.
+BASE_POOLINGS = ("avg", "max", "flatten", "cls", "mean")
+L2_SUFFIX = "+l2"
+POOLINGS = BASE_POOLINGS + tuple(p + L2_SUFFIX for p in BASE_POOLINGS)
 
 
 def find_head(module: nn.Module) -> str:
@@ -97,6 +104,10 @@ def layer_names(module: nn.Module) -> list[str]:
 
 def check_layer(module: nn.Module, layer: str) -> None:
     """Raise a ValueError listing the valid names when ``layer`` is not a node of ``module``."""
+    from featclf.models.timm_backbones import check_block
+
+    if check_block(module, layer):  # a timm block, or a transformer's block index
+        return
     names = layer_names(module)
     # A module name stands for the output of that module's last node (torchvision's rule).
     if layer in names or any(n.startswith(layer + ".") for n in names):
@@ -107,25 +118,82 @@ def check_layer(module: nn.Module, layer: str) -> None:
                      f"names: {', '.join(names)}")
 
 
+def split_pooling(pooling: str) -> tuple[str, bool]:
+    """``(base pooling, L2-normalise)`` of a :data:`POOLINGS` value.
+
+    Examples
+    --------
+    >>> split_pooling("cls+l2"), split_pooling("avg")
+    (('cls', True), ('avg', False))
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling={pooling!r} is not one of {POOLINGS}")
+    if pooling.endswith(L2_SUFFIX):
+        return pooling[:-len(L2_SUFFIX)], True
+    return pooling, False
+
+
+def l2_normalize(x: torch.Tensor, enabled: bool = True) -> torch.Tensor:
+    """Rows scaled to unit L2 norm (zero rows stay zero) when ``enabled``.
+
+    Examples
+    --------
+    >>> l2_normalize(torch.tensor([[3.0, 4.0]])).tolist()
+    [[0.6000000238418579, 0.800000011920929]]
+    """
+    return torch.nn.functional.normalize(x, dim=1) if enabled else x
+
+
+def pool_tokens(x: torch.Tensor, pooling: str, *, prefix: int) -> torch.Tensor:
+    """``(n, T, D)`` transformer tokens whose first ``prefix`` are class/register tokens as
+    ``(n, d)`` vectors: ``cls`` the class token, ``avg``/``mean``/``max`` over the patch tokens
+    only, ``flatten`` every token. A ``+l2`` suffix normalises the result.
+
+    Examples
+    --------
+    >>> tokens = torch.stack([torch.full((2, 3), 9.0), torch.ones(2, 3), torch.zeros(2, 3)], 1)
+    >>> pool_tokens(tokens, "cls", prefix=1)[0].tolist(), pool_tokens(tokens, "mean", prefix=1)[0]
+    ([9.0, 9.0, 9.0], tensor([0.5000, 0.5000, 0.5000]))
+    """
+    base, l2 = split_pooling(pooling)
+    if base == "cls":
+        if prefix < 1:
+            raise ValueError("pooling='cls': this output has no class token; use "
+                             "pooling='mean' (the mean of its patch tokens)")
+        return l2_normalize(x[:, 0], l2)
+    if base == "flatten":
+        return l2_normalize(x.flatten(1), l2)
+    patches = x[:, prefix:]
+    return l2_normalize(patches.amax(dim=1) if base == "max" else patches.mean(dim=1), l2)
+
+
 def pool_features(x: torch.Tensor, pooling: str) -> torch.Tensor:
     """Turn a layer's output into ``(n, d)`` vectors.
 
-    ``(n, C, H, W)`` maps: ``avg``/``max`` pool over space (d = C), ``flatten`` keeps every
-    value (d = C*H*W). ``(n, L, D)`` token sequences pool over L. ``(n, d)`` passes unchanged.
+    ``(n, C, H, W)`` maps: ``avg``/``mean``/``max`` pool over space (d = C), ``flatten`` keeps
+    every value (d = C*H*W), ``cls`` is refused (a map has no class token). ``(n, L, D)``
+    sequences whose layout is unknown pool over all of L (``cls``: the first). ``(n, d)`` passes
+    unchanged. A ``+l2`` suffix scales the vectors to unit L2 norm.
 
     Examples
     --------
     >>> pool_features(torch.ones(2, 8, 3, 3), "flatten").shape
     torch.Size([2, 72])
+    >>> pool_features(torch.ones(2, 8, 3, 3), "avg+l2").norm(dim=1).round(decimals=4).tolist()
+    [1.0, 1.0]
     """
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling={pooling!r} is not one of {POOLINGS}")
+    base, l2 = split_pooling(pooling)
     if x.ndim <= 2:
-        return x.reshape(x.shape[0], -1)
-    if pooling == "flatten":
-        return x.flatten(1)
-    dims = tuple(range(2, x.ndim)) if x.ndim == 4 else (1,)
-    return x.mean(dim=dims) if pooling == "avg" else x.amax(dim=dims)
+        return l2_normalize(x.reshape(x.shape[0], -1), l2)
+    if x.ndim == 3:
+        return pool_tokens(x, pooling, prefix=1 if base == "cls" else 0)
+    if base == "cls":
+        raise ValueError(f"pooling='cls': a map of shape {tuple(x.shape[1:])} has no class "
+                         "token; use 'avg', 'max' or 'flatten'")
+    if base == "flatten":
+        return l2_normalize(x.flatten(1), l2)
+    dims = tuple(range(2, x.ndim))
+    return l2_normalize(x.amax(dim=dims) if base == "max" else x.mean(dim=dims), l2)
 
 
 class PooledFeatures(nn.Module):
@@ -135,8 +203,8 @@ class PooledFeatures(nn.Module):
     ----------
     body : torch.nn.Module
         A headless network, or a ``create_feature_extractor`` graph module returning a dict.
-    pooling : {"avg", "max", "flatten"}
-        How maps become vectors.
+    pooling : str
+        One of :data:`POOLINGS`: how maps and tokens become vectors.
     named : bool, default=False
         Return the graph's every node as ``{name: (n, d)}`` (several layers from one
         forward); otherwise the one output (the graph's ``"features"`` node) as ``(n, d)``.
@@ -158,7 +226,7 @@ class PooledFeatures(nn.Module):
 
 
 def feature_model(module: nn.Module, *, layer: str | None, head: str | None,
-                  pooling: str = "avg") -> PooledFeatures:
+                  pooling: str = "avg") -> nn.Module:
     """A network that maps images to feature vectors of ``layer`` (default: the head's input).
 
     Parameters
@@ -169,12 +237,14 @@ def feature_model(module: nn.Module, *, layer: str | None, head: str | None,
         A graph node name, or None for the penultimate features.
     head : str or None
         The classification layer to remove when ``layer`` is None (default: the last Linear).
-    pooling : {"avg", "max", "flatten"}
-        How maps become vectors.
+    pooling : str, default="avg"
+        One of :data:`POOLINGS`: how maps and tokens become vectors.
 
     Returns
     -------
-    PooledFeatures
+    torch.nn.Module
+        A :class:`PooledFeatures`; for a timm model or a torchvision ViT/Swin, the token-aware
+        model of :func:`featclf.models.timm_backbones.timm_feature_model`.
 
     Examples
     --------
@@ -185,8 +255,11 @@ def feature_model(module: nn.Module, *, layer: str | None, head: str | None,
     ...     torch.zeros(3, 1, 28, 28)).shape
     torch.Size([3, 16])
     """
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling={pooling!r} is not one of {POOLINGS}")
+    split_pooling(pooling)
+    from featclf.models.timm_backbones import is_timm, timm_feature_model
+
+    if is_timm(module):  # token outputs, forward_intermediates: pooled their own way
+        return timm_feature_model(module, [layer or "penultimate"], pooling=pooling)
     if layer is None:
         body = without_head(module, head or find_head(module))
     else:

@@ -289,13 +289,21 @@ def _resized(network: Network, num_classes: int | None, seed: int | None,
     """``network`` with a fresh head of ``num_classes`` outputs when its head differs."""
     if num_classes is None or num_classes == _head_outputs(network.module, network.head):
         return network
-    if network.head is None:
+    from featclf.models.timm_backbones import _classifier, _is_timm_module
+
+    timm_model = _is_timm_module(network.module)
+    if network.head is None and not timm_model:
         name = network.arch or type(network.module).__name__
         raise ValueError(f"{name} has no Linear head to resize to {num_classes} classes")
     module = network.module if copied else copy.deepcopy(network.module)
     with _random_draws(seed):
-        replace_head(module, network.head, num_classes)
-    return dataclasses.replace(network, module=module.eval())
+        if timm_model:  # timm's own head and initialisation (also where it had none)
+            module.reset_classifier(num_classes)
+        else:
+            replace_head(module, network.head, num_classes)
+    head = _classifier(module) if timm_model else network.head
+    return dataclasses.replace(network, module=module.eval(), head=head,
+                               feature_dim=_feature_dim(module, head) or network.feature_dim)
 
 
 # --------------------------------------------------------------------------- the cases
@@ -303,6 +311,10 @@ def _resized(network: Network, num_classes: int | None, seed: int | None,
 
 def _from_name(name: str, weights: Any, num_classes: int | None, seed: int | None) -> Network:
     spec: ModelSpec = get_model_spec(name)
+    if spec.source == "timm":  # timm builds, loads and adapts its own weights
+        from featclf.models.timm_backbones import load_timm_network
+
+        return load_timm_network(name, weights, num_classes=num_classes, seed=seed)
     if weights is None and spec.source == "torchvision" and has_torchvision_weights(name):
         weights = "DEFAULT"  # a torchvision architecture means its published weights
     if weights is None or _is_random(weights):
@@ -346,10 +358,13 @@ def _from_checkpoint(path: str | os.PathLike, weights: Any, num_classes: int | N
 
 
 def _from_module(module: nn.Module) -> Network:
-    head = _head_or_none(module)
+    from featclf.models.timm_backbones import _classifier, _is_timm_module, module_preprocess
+
+    # A timm model names its head and brings its weights' recipe (pretrained_cfg).
+    head = _classifier(module) if _is_timm_module(module) else _head_or_none(module)
     return Network(module, None, WeightsSource(
-        "module", f"the given {type(module).__name__}'s own weights"), None, head,
-        _feature_dim(module, head))
+        "module", f"the given {type(module).__name__}'s own weights"), module_preprocess(module),
+        head, _feature_dim(module, head))
 
 
 def _from_estimator(estimator: Any) -> Network:

@@ -52,7 +52,7 @@ class ModelSpec:
     num_classes : int
         Default number of outputs.
     source : str
-        ``"featclf"`` or ``"torchvision"``.
+        ``"featclf"``, ``"torchvision"`` or ``"timm"``.
     description : str
         One line for ``featclf models``.
     """
@@ -223,14 +223,18 @@ def list_models(*, include_torchvision: bool = False) -> list[str]:
 
 
 def is_model_name(name: Any) -> bool:
-    """Whether ``name`` is a registered or torchvision model name.
+    """Whether ``name`` is a registered or torchvision model name, or a ``"timm/<name>"``
+    (:mod:`featclf.models.timm_backbones`; checked against timm when it is built).
 
     Examples
     --------
     >>> is_model_name("resnet18"), is_model_name("model.pt"), is_model_name(3)
     (True, False, False)
     """
-    return isinstance(name, str) and (name in _REGISTRY or name in _torchvision_names())
+    from featclf.models.timm_backbones import is_timm_name
+
+    return isinstance(name, str) and (name in _REGISTRY or name in _torchvision_names()
+                                      or is_timm_name(name))
 
 
 def get_model_spec(name: str) -> ModelSpec:
@@ -257,6 +261,10 @@ def get_model_spec(name: str) -> ModelSpec:
         return _REGISTRY[name]
     if name in _torchvision_names():
         return _torchvision_spec(name)
+    from featclf.models.timm_backbones import is_timm_name, timm_spec
+
+    if is_timm_name(name):
+        return timm_spec(name)  # ImportError without timm; unknown names suggest close ones
     close = difflib.get_close_matches(name, sorted(set(_REGISTRY) | _torchvision_names()), n=3)
     hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
     raise ValueError(f"unknown model {name!r}.{hint} See featclf.models.list_models()")
@@ -276,6 +284,10 @@ def architecture_layers(name: str) -> list[str]:
     True
     """
     spec = get_model_spec(name)
+    if spec.source == "timm":
+        from featclf.models.timm_backbones import timm_block_names
+
+        return timm_block_names(name)
     try:
         with torch.device("meta"):
             module = spec.builder(spec.num_classes)

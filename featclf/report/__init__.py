@@ -5,7 +5,9 @@ on the deep features better, worse or no different from the CNN's own softmax he
 test set too small to tell?), then warnings (a C at the edge of its grid), the setup, a table of the
 selected classifiers per model/layer, per-class precision/recall/F1, the calibration of the
 probabilistic classifiers, the plots (row-normalised confusion matrices, training curves,
-reliability diagrams) and, when the test images are files, a gallery of thumbnails.
+reliability diagrams) and, when the test images are files, a gallery of thumbnails. A repeated
+comparison (:func:`featclf.repeats.compare_repeated`; ``write_report(..., repeats=)``) adds a
+"Repeated splits" section: mean ± standard deviation over the splits and the verdict's spread.
 ``report.html`` is self-contained (plots and thumbnails embedded as base64 PNG); ``report.md``
 links the PNG files next to it.
 
@@ -38,6 +40,7 @@ from featclf.report._quality import (
     plot_training,
 )
 from featclf.report._render import Block, _render_html, _render_markdown
+from featclf.report._repeats import REPEAT_COLUMNS, repeats_blocks, spread_sentence
 from featclf.report._tables import (
     _DASH,
     SUMMARY_COLUMNS,
@@ -57,8 +60,8 @@ from featclf.report._tables import (
 )
 
 __all__ = [
-    "PREDICTION_COLUMNS", "SUMMARY_COLUMNS", "predictions_table", "setup_summary",
-    "summary_table", "verdict", "write_report",
+    "PREDICTION_COLUMNS", "REPEAT_COLUMNS", "SUMMARY_COLUMNS", "predictions_table",
+    "setup_summary", "summary_table", "verdict", "write_report",
 ]  # fmt: skip
 
 # --------------------------------------------------------------------------- blocks
@@ -111,6 +114,7 @@ def _caption(name: str, ci_label: str) -> str:
 def _blocks(
     df: pd.DataFrame, comparison: Comparison, title: str | None, images: list[str],
     files: Sequence[str] = (), quality: Sequence[Block] = (),
+    repeats: pd.DataFrame | None = None,
 ) -> list[Block]:
     """The report's content, independent of the output format."""
     config = dict(comparison.setup)
@@ -120,6 +124,9 @@ def _blocks(
     ]
     n_classes = None if comparison.classes is None else len(comparison.classes)
     blocks.append(("p", _verdict(df, config, n_classes) or "No classifier results to compare."))
+    spread = spread_sentence(repeats) if repeats is not None else None
+    if spread:
+        blocks.append(("p", spread))
     warnings = report_warnings(comparison)
     if warnings:
         blocks += [("h", 2, "Warnings"), ("ul", warnings)]
@@ -152,6 +159,8 @@ def _blocks(
             blocks.append(("p", "No row is marked selected."))
         else:
             blocks.append(("table", _display_table(selected, ci_label)))
+    if repeats is not None:
+        blocks += repeats_blocks(repeats, ci_label)
     blocks += list(quality)
     if images:
         blocks.append(("h", 2, "Plots"))
@@ -171,8 +180,23 @@ def _blocks(
 # --------------------------------------------------------------------------- entry point
 
 
+def _check_repeats(repeats: pd.DataFrame) -> pd.DataFrame:
+    """Refuse a ``repeats`` table that is not :func:`featclf.repeats.compare_repeated`'s."""
+    if not isinstance(repeats, pd.DataFrame):
+        raise TypeError(f"repeats must be a pandas DataFrame (RepeatedComparison.splits), got "
+                        f"{type(repeats).__name__}.")
+    missing = [c for c in REPEAT_COLUMNS if c not in repeats.columns]
+    if missing or repeats.empty:
+        raise ValueError(
+            f"repeats lacks the column(s) {missing} or has no rows; pass the splits table "
+            "featclf.repeats.compare_repeated() returns (RepeatedComparison.splits)."
+        )
+    return repeats
+
+
 def write_report(
-    comparison: Comparison, out_dir: str | Path, *, title: str | None = None
+    comparison: Comparison, out_dir: str | Path, *, title: str | None = None,
+    repeats: pd.DataFrame | None = None,
 ) -> dict[str, Path]:
     """Write the comparison report: Markdown, self-contained HTML, CSV and PNG plots.
 
@@ -192,6 +216,13 @@ def write_report(
         replaced.
     title : str, optional
         Title of the report; by default one naming the dataset.
+    repeats : pandas.DataFrame, optional
+        Every split of a repeated comparison (:attr:`featclf.repeats.RepeatedComparison.splits`,
+        columns :data:`REPEAT_COLUMNS`), ``comparison`` being its first split: adds a
+        "Repeated splits" section (each classifier's test accuracy as mean ± standard
+        deviation over the splits, how many splits' verdicts said better / worse / no
+        detectable difference / inconclusive, every split's verdict), a sentence under the
+        verdict, and ``repeats.csv``.
 
     Returns
     -------
@@ -201,7 +232,7 @@ def write_report(
         predictions are given, ``confusion_<model>_<layer>.png`` (row-normalised),
         ``predictions.csv`` and ``predictions.parquet``; ``training_<model>.png`` for each
         model with a training history, and ``reliability_<model>_<layer>.png`` where some
-        selected classifier's scores are probabilities.
+        selected classifier's scores are probabilities; ``repeats.csv`` with ``repeats``.
 
     Notes
     -----
@@ -244,6 +275,10 @@ def write_report(
     paths: dict[str, Path] = {"results.csv": out / "results.csv"}
     results.to_csv(paths["results.csv"], index=False)
     paths.update(write_predictions(table, out))
+    if repeats is not None:
+        repeats = _check_repeats(repeats)
+        paths["repeats.csv"] = out / "repeats.csv"
+        repeats.to_csv(paths["repeats.csv"], index=False)
 
     images: dict[str, Path] = {"accuracy.png": out / "accuracy.png"}
     _plot_accuracy(df, images["accuracy.png"], _ci_label(config))
@@ -256,7 +291,7 @@ def write_report(
 
     blocks = _blocks(df, comparison, title, list(images),
                      [name for name in paths if name.startswith("predictions.")],
-                     _quality_blocks(df, comparison, calibration))
+                     _quality_blocks(df, comparison, calibration), repeats)
     heading = str(blocks[0][2])
     paths["report.md"] = out / "report.md"
     paths["report.md"].write_text(_render_markdown(blocks), encoding="utf-8")

@@ -209,7 +209,8 @@ def reliability_figure(
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("confidence (probability of the predicted class)")
     ax.set_ylabel("accuracy")
-    ax.set_title(f"Reliability, {model} / {layer} (test set, {n_bins} bins)")
+    # Two lines: a long layer label ("penultimate + 4 views") must not run under the legend.
+    ax.set_title(f"Reliability, {model} / {layer}\n(test set, {n_bins} bins)")
     ax.grid(alpha=0.3)
     figure.legend(loc="outside right upper", fontsize="small")
     return figure

@@ -21,17 +21,25 @@ __all__ = ["Block"]
 
 Block = tuple[Any, ...]
 
+# Laid out for any width from a phone (390 px) up: the page never scrolls sideways; a table
+# wider than the page scrolls inside its own box (.table-scroll), figures shrink to fit, long
+# words (paths, C grids) break instead of pushing the page wider; phones keep the font sizes set
+# here (no text inflation); thumbnails are 7rem wide so that three fit across a phone.
 _CSS = """
+html { -webkit-text-size-adjust: 100%; text-size-adjust: 100%; }
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 72rem;
-       margin: 2rem auto; padding: 0 1rem; color: #1f2328; line-height: 1.5; }
+       margin: 2rem auto; padding: 0 1rem; color: #1f2328; line-height: 1.5;
+       overflow-wrap: break-word; }
 h1, h2, h3 { line-height: 1.25; } h2 { border-bottom: 1px solid #d0d7de; padding-bottom: .3rem; }
-table { border-collapse: collapse; margin: .5rem 0 1rem; font-size: .9rem; }
-th, td { border: 1px solid #d0d7de; padding: .3rem .6rem; text-align: right; }
-th { background: #f6f8fa; } td:first-child, th:first-child { text-align: left; }
-figure { margin: 1rem 0; } img { max-width: 100%; }
+.table-scroll { max-width: 100%; overflow-x: auto; margin: .5rem 0 1rem; }
+table { border-collapse: collapse; font-size: .9rem; }
+th, td { border: 1px solid #d0d7de; padding: .3rem .5rem; text-align: right; }
+td { white-space: nowrap; } th { background: #f6f8fa; }
+td:first-child, th:first-child { text-align: left; }
+figure { margin: 1rem 0; } img { max-width: 100%; height: auto; }
 figcaption { color: #59636e; font-size: .9rem; }
 .gallery { display: flex; flex-wrap: wrap; gap: .5rem; margin: .5rem 0 1rem; }
-.gallery figure.thumb { width: 8.5rem; margin: 0; }
+.gallery figure.thumb { width: 7rem; margin: 0; }
 .gallery figure.thumb img { display: block; width: 96px; height: auto; image-rendering: pixelated;
        border: 1px solid #d0d7de; }
 .gallery figure.thumb figcaption { font-size: .75rem; overflow-wrap: anywhere; }
@@ -86,7 +94,8 @@ def _render_html(blocks: list[Block], title: str, out: Path) -> str:
             items = "".join(f"<li>{html.escape(item)}</li>" for item in content[0])
             body.append(f"<ul>{items}</ul>")
         elif kind == "table":
-            body.append(content[0].to_html(index=False, border=0, escape=True))
+            table = content[0].to_html(index=False, border=0, escape=True)
+            body.append(f'<div class="table-scroll">{table}</div>')
         elif kind == "gallery":
             body.append(gallery_html(content[0]))
         elif kind == "links":
@@ -102,6 +111,7 @@ def _render_html(blocks: list[Block], title: str, out: Path) -> str:
             )
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
         + "\n".join(body)
         + "\n</body>\n</html>\n"

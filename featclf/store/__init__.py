@@ -20,6 +20,11 @@ Layout
         shard-<writer>-<seq>.npy      vectors, (rows, dim), the store's dtype
         shard-<writer>-<seq>.json     the shard's index: sample digests, last known paths,
                                       labels, rows, dim, dtype, byte size and xxh3 checksum
+        shard-<writer>-<seq>.keys     its key index: the same digests as fixed-width 128-bit
+                                      keys, rows, dim, dtype, checksum (a .npy, no JSON to
+                                      parse; see featclf.store._keys)
+        shards.keys                   optional: the key indexes of every shard the last
+                                      prune left, in one file (opening 1,000 shards reads it)
       samples/<time>-<writer>.json    newer paths/labels of samples (a moved file, CLI labels)
       errors.csv                      unreadable images of the last `featclf extract` (CLI)
 
@@ -41,10 +46,16 @@ Why per-shard JSON indexes and not SQLite
 Every shard carries its own small index, written once and never modified, so writers never
 share a mutable file: no locks, no journal, nothing to corrupt, and it works the same on local
 disks and network file systems (where SQLite's locking is unreliable). A reader lists the
-namespace directory and parses the indexes it has not seen yet (incrementally, per config, only
-when that config is asked for), so opening a store reads one small file. Lookups run in numpy
-(128-bit keys, sorted once, ``np.searchsorted``), not in a Python dict of strings. Many small
-shards are merged by ``FeatureStore.prune(compact=True)``, which also removes duplicates.
+namespace directory and reads the indexes it has not seen yet (incrementally, per config, only
+when that config is asked for), so opening a store reads one small file. Reads use each
+shard's binary key index, not its JSON (parsing JSON cost more than reading the vectors); a
+key index is trusted only while its own checksum holds and the JSON index is as it was when
+the key index was written, else the JSON index is read (``verify`` lists those shards and
+``prune`` rewrites their key indexes, which is how stores written before key indexes are
+upgraded; writers upgrade the shards their process read, too). Lookups run in numpy
+(128-bit keys, ``np.searchsorted`` after one sort; a query in stored order, as a rerun's is,
+needs no sort), not in a Python dict of strings. Many small shards are merged by
+``FeatureStore.prune(compact=True)``, which also removes duplicates.
 
 Crash safety
 ------------
@@ -86,17 +97,21 @@ bookkeeping reads would write (new paths of moved files, ``about``) is skipped, 
 Integrity
 ---------
 Each shard's xxh3-128 checksum is computed when it is written. :meth:`FeatureStore.verify`
-checks every shard. Reads check every shard's size and header against its index, and the first
-read of a shard in a process checks its checksum too (xxh3 hashes much faster than the bytes
-are read, so this costs a fraction of the read); the result is remembered per (file, inode,
-size, mtime, ctime), so later reads of an unchanged shard in that process do not re-hash it,
-while a shard written to after the check is checked again. A damaged shard is never returned:
-its vectors count as missing and are recomputed, with a warning.
+checks every shard. Reads check every shard's size and header against its index. The writer
+records the shard file's (inode, size, mtime_ns, ctime_ns) right after publishing the bytes it
+hashed; a reader that finds the file with the same four values (no write since: any write
+moves mtime and ctime, which no process can set back) does not hash it again, so a hit costs
+what ``np.load`` costs. A shard found otherwise (a copied or restored store, a file written
+to) is hashed on its first read in each process, and the result is remembered per (file,
+inode, size, mtime, ctime), so a shard written to after that check is checked again. Bit rot
+under an unchanged stat is what ``verify`` (which hashes every shard) is for. A damaged shard
+is never returned: its vectors count as missing and are recomputed, with a warning.
 
 Modules
 -------
-``_format`` (the bytes on disk: atomic writes, shard files, headers and checksums), ``_index``
-(a namespace's parsed indexes, digest keys, lookups), ``_writer`` (:class:`ShardWriter`),
+``_format`` (the bytes on disk: atomic writes, shard files, headers and checksums), ``_keys``
+(digest keys and the key index files), ``_index`` (a namespace's loaded indexes, lookups),
+``_writer`` (:class:`ShardWriter`),
 ``maintenance`` (info, verify, prune and compaction) and ``export`` (Parquet and NPZ).
 
 Examples
@@ -139,6 +154,7 @@ from featclf.store._format import (
     tree_bytes,
 )
 from featclf.store._index import ConfigIndex, open_index, plan_reads
+from featclf.store._keys import digest_keys
 from featclf.store._writer import ShardWriter
 from featclf.store.maintenance import ConfigInfo, PruneReport, VerifyReport
 
@@ -339,6 +355,25 @@ class FeatureStore:
 
     # -- reading ------------------------------------------------------------------------------
 
+    @staticmethod
+    def digest_keys(digests: Sequence[str]) -> np.ndarray:
+        """The store's ``(n, 2)`` uint64 keys of sample digests (see :meth:`get`).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> store = FeatureStore(tempfile.mkdtemp())
+        >>> store.put({"m": 1}, ["a", "b"], np.eye(2))
+        >>> keys = FeatureStore.digest_keys(["b", "a"])
+        >>> keys.shape, store.get({"m": 1}, keys)[1].tolist()
+        ((2, 2), [[0.0, 1.0], [1.0, 0.0]])
+        """
+        keys, missing = digest_keys(digests)
+        if missing is not None and missing.any():
+            raise ValueError(f"digest {list(digests)[int(np.argmax(missing))]!r} at position "
+                             f"{int(np.argmax(missing))} is None; a key needs a digest")
+        return keys
+
     def get(self, config: dict | str, digests: Sequence[str | None]) -> tuple[np.ndarray,
                                                                              np.ndarray]:
         """Look up vectors by sample digest.
@@ -347,8 +382,11 @@ class FeatureStore:
         ----------
         config : dict or str
             The configuration (or its key).
-        digests : sequence of str or None
-            Sample digests; None is never found.
+        digests : sequence of str or None, or numpy.ndarray
+            Sample digests; None is never found. Or their keys, ``(n, 2)`` uint64 from
+            :meth:`digest_keys`: a caller that keeps keys skips converting strings on every
+            call (a million 32-hex digests take ~40 ms to convert, a third of reading their
+            84-float vectors).
 
         Returns
         -------
@@ -378,6 +416,8 @@ class FeatureStore:
                     if not (index.directory / f"{stem}.json").exists():
                         index.refresh()  # a concurrent prune rewrote or removed it: look again
                         continue
+                    if index.distrust_keys(stem):
+                        continue  # its key index was wrong: read it as its JSON index says
                     index.mark_damaged(stem, reason)
                 warnings.warn(f"feature store {self.root}: shard {stem} is damaged ({reason}); "
                               "its vectors are treated as missing and will be recomputed. Run "

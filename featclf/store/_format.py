@@ -16,6 +16,7 @@ import functools
 import io
 import itertools
 import json
+import mmap
 import os
 import re
 import secrets
@@ -32,7 +33,7 @@ import xxhash
 from featclf.durable import fsync_dir
 
 if TYPE_CHECKING:
-    from featclf.store._index import Shard
+    from featclf.store._keys import Shard
 
 STORE_FORMAT = "featclf-store"
 STORE_VERSION = 1
@@ -56,9 +57,10 @@ _TMP_SERIAL = itertools.count()
 # then its pid has been taken by another process (writing one shard takes seconds, not a day).
 LIVE_WRITER_SECONDS = 86400.0
 
-# Shards whose checksum this process has checked: (path, inode, size, mtime, ctime) -> ok. A
-# file written to after the check gets new times (or size, or inode), so it is checked again.
-CHECKED: dict[tuple[str, int, int, int, int], bool] = {}
+# Shards whose checksum this process has computed: (path, inode, size, mtime, ctime) -> the
+# checksum. A file written to after the check gets new times (or size, or inode), so it is
+# checked again. (The checksum, not "ok": an index read again may expect another one.)
+CHECKED: dict[tuple[str, int, int, int, int], str] = {}
 # Reads of many shards run in threads once there is this much to read.
 _READ_THREADS = min(4, os.cpu_count() or 1)
 _PARALLEL_READ_BYTES = 32 << 20
@@ -103,13 +105,14 @@ def new_writer_id() -> str:
 
 
 def atomic_write(path: Path, parts: Sequence[bytes | memoryview], tmp_tag: str, *,
-                 replace: bool = True) -> None:
+                 replace: bool = True, fsync: bool = True) -> None:
     """Write ``parts`` one after the other to ``path`` via a fsynced temporary file.
 
     The temporary file is ``.tmp-<tmp_tag>-<serial>-<name>``, created exclusively, so two
     writers never share one. With ``replace=False`` the file is published with a hard link,
     which fails instead of replacing a file that has the name already (a shard is never
     replaced: a reader that knows its index must never find other bytes under its name).
+    ``fsync=False`` skips the fsync, for files whose readers detect a torn copy themselves.
 
     Raises
     ------
@@ -132,7 +135,8 @@ def atomic_write(path: Path, parts: Sequence[bytes | memoryview], tmp_tag: str, 
             for part in parts:
                 fh.write(part)
             fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                os.fsync(fh.fileno())
         if replace:
             os.replace(tmp, path)
         else:
@@ -295,11 +299,14 @@ def expected_header(rows: int, dim: int, dtype: str) -> bytes:
 
 def write_shard(directory: Path, next_stem: Callable[[], str], digests: list[str],
                 vectors: np.ndarray, paths: list, labels: list | None, writer_id: str) -> str:
-    """Write one shard (C-ordered ``vectors`` in the store's dtype), then its index.
+    """Write one shard (C-ordered ``vectors`` in the store's dtype), its index, then its key
+    index (:mod:`featclf.store._keys`).
 
     ``next_stem()`` names it (``shard-<writer>-<seq>``); a name already taken is never
     replaced: the next name is tried. Returns the stem the shard got.
     """
+    from featclf.store._keys import Shard, digest_keys, file_stat, write_keys
+
     header = expected_header(*vectors.shape, vectors.dtype.name)
     data = memoryview(vectors).cast("B")
     h = xxhash.xxh3_128()
@@ -323,6 +330,9 @@ def write_shard(directory: Path, next_stem: Callable[[], str], digests: list[str
         # directory is fsynced by the caller once per batch of shards (see the design note).
         try:
             atomic_write(directory / f"{stem}.npy", [header, data], writer_id, replace=False)
+            # What the shard looks like now, its checksum computed from the bytes it holds:
+            # readers that find it so need not hash it again (see _keys).
+            verified = file_stat(os.stat(directory / f"{stem}.npy"))
         except FileExistsError:
             continue
         try:
@@ -334,6 +344,12 @@ def write_shard(directory: Path, next_stem: Callable[[], str], digests: list[str
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(directory / f"{stem}.npy")
             continue
+        shard = Shard(stem, index["rows"], index["dim"], index["dtype"], index["bytes"],
+                      index["xxh3"], digest_keys(digests)[0])
+        # The shard is published and complete; its key index only saves readers the JSON.
+        # If it cannot be written (a full disk), readers use the JSON index.
+        with contextlib.suppress(OSError):
+            write_keys(directory, shard, digests, verified, writer_id)
         return stem
     raise StoreError(f"{directory}: 1000 shard names in a row are taken ({stem}); is another "
                      "process writing under this writer's id?")
@@ -342,7 +358,7 @@ def write_shard(directory: Path, next_stem: Callable[[], str], digests: list[str
 def remove_shard(directory: Path, stem: str) -> int:
     """Remove a shard, index first (so it turns invisible before its vectors vanish)."""
     freed = 0
-    for suffix in (".json", ".npy"):
+    for suffix in (".json", ".keys", ".npy"):
         path = directory / f"{stem}{suffix}"
         with contextlib.suppress(FileNotFoundError):
             freed += path.stat().st_size
@@ -350,12 +366,19 @@ def remove_shard(directory: Path, stem: str) -> int:
     return freed
 
 
-def check_shard(path: Path, shard: Shard) -> str | None:
-    """Why a shard is damaged (missing, size, header, checksum), or None when it is sound."""
+def check_shard(path: Path, shard: Shard, seen: list | None = None) -> str | None:
+    """Why a shard is damaged (missing, size, header, checksum), or None when it is sound.
+
+    ``seen``: the file's ``os.stat_result`` from before its bytes were read is appended (so a
+    sound shard's stat is one its checksum holds for).
+    """
     expected = expected_header(shard.rows, shard.dim, shard.dtype)
     try:
         with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
+            st = os.fstat(fh.fileno())
+            if seen is not None:
+                seen.append(st)
+            size = st.st_size
             if size != shard.nbytes:
                 return f"{size} bytes, its index says {shard.nbytes}"
             header = fh.read(len(expected))
@@ -413,56 +436,86 @@ def _readinto(fh, target: memoryview) -> int:
     return got
 
 
-def _read_shard_rows(path: Path, shard: Shard, rows: np.ndarray, out: np.ndarray,
+def _pread_into(fd: int, buffers: list[memoryview]) -> int:
+    """Fill ``buffers`` from the start of ``fd`` (one ``preadv`` call, usually); the bytes read."""
+    total, offset = sum(len(b) for b in buffers), 0
+    while offset < total:
+        rest, skip = [], offset
+        for b in buffers:  # the parts not filled yet (a read may stop short of the end)
+            if skip >= len(b):
+                skip -= len(b)
+                continue
+            rest.append(b[skip:])
+            skip = 0
+        n = os.preadv(fd, rest, offset)
+        if not n:
+            break
+        offset += n
+    return offset
+
+
+def _read_shard_rows(path: str, shard: Shard, rows: np.ndarray, out: np.ndarray,
                      slots: np.ndarray | slice, whole: bool) -> None:
     """Copy ``shard[rows]`` into ``out[slots]`` (float32), checking what must be checked.
 
-    ``whole``: ``rows`` is every row of the shard in order and ``slots`` a slice.
+    ``whole``: ``rows`` is every row of the shard in order and ``slots`` a slice. File
+    descriptors and ``preadv`` rather than file objects: a hit of many shards is a loop of
+    small calls, and Python's file layer costs more per call than the system calls do.
 
     Raises
     ------
     DamagedShard
         The file is missing, has the wrong size or header, or fails its checksum.
     """
-    itemsize = np.dtype(shard.dtype).itemsize
-    data_len = shard.rows * shard.dim * itemsize
+    name = os.path.basename(path)
+    data_len = shard.rows * shard.dim * np.dtype(shard.dtype).itemsize
     try:
-        fh = open(path, "rb")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise DamagedShard(f"{path.name}: file missing") from None
-    with fh:
-        st = os.fstat(fh.fileno())
+        raise DamagedShard(f"{name}: file missing") from None
+    try:
+        st = os.fstat(fd)
         if st.st_size != shard.nbytes:
-            raise DamagedShard(f"{path.name}: {st.st_size} bytes, its index says {shard.nbytes}")
-        ident = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        checked = CHECKED.get(ident)
-        if checked is False:
-            raise DamagedShard(f"{path.name}: checksum mismatch")
-        header = fh.read(shard.nbytes - data_len)
-        if header != expected_header(shard.rows, shard.dim, shard.dtype):
-            raise DamagedShard(f"{path.name}: its .npy header does not match its index")
+            raise DamagedShard(f"{name}: {st.st_size} bytes, its index says {shard.nbytes}")
+        ident = (path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        known = CHECKED.get(ident)
+        if known is not None and known != shard.checksum:
+            raise DamagedShard(f"{name}: checksum mismatch")
+        # Hashed here before, or unchanged since its writer (or prune) hashed it: see _keys.
+        checked = known is not None or shard.verified == ident[1:]
+        expected = expected_header(shard.rows, shard.dim, shard.dtype)
+        if len(expected) != shard.nbytes - data_len:
+            raise DamagedShard(f"{name}: its .npy header does not match its index")
         if checked and len(rows) * 4 < shard.rows:
             # A few rows of a shard already checked: map it instead of reading it all.
-            data = np.memmap(fh, dtype=shard.dtype, mode="r", offset=len(header),
-                             shape=(shard.rows, shard.dim))
-            out[slots] = data[rows]
+            with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
+                if mapped[:len(expected)] != expected:
+                    raise DamagedShard(f"{name}: its .npy header does not match its index")
+                data = np.frombuffer(mapped, shard.dtype, offset=len(expected))
+                out[slots] = data.reshape(shard.rows, shard.dim)[rows]
+                del data  # (the map closes only once no array views it)
             return
         direct = whole and shard.dtype == "float32"
         # Read straight into the caller's rows when they are the whole shard: one copy.
         target = out[slots] if direct else np.empty((shard.rows, shard.dim), dtype=shard.dtype)
+        header = bytearray(len(expected))
         raw = memoryview(target).cast("B")
-        if _readinto(fh, raw) != data_len:
-            raise DamagedShard(f"{path.name}: truncated")
-        if not checked:
-            h = xxhash.xxh3_128()
-            h.update(header)
-            h.update(raw)
-            ok = h.hexdigest() == shard.checksum
-            CHECKED[ident] = ok
-            if not ok:
-                raise DamagedShard(f"{path.name}: checksum mismatch")
-        if not direct:
-            out[slots] = target if whole else target[rows]
+        got = _pread_into(fd, [memoryview(header), raw])
+    finally:
+        os.close(fd)
+    if header != expected:
+        raise DamagedShard(f"{name}: its .npy header does not match its index")
+    if got != shard.nbytes:
+        raise DamagedShard(f"{name}: truncated")
+    if not checked:
+        h = xxhash.xxh3_128()
+        h.update(header)
+        h.update(raw)
+        CHECKED[ident] = h.hexdigest()
+        if CHECKED[ident] != shard.checksum:
+            raise DamagedShard(f"{name}: checksum mismatch")
+    if not direct:
+        out[slots] = target if whole else target[rows]
 
 
 def read_rows(directory: Path, tasks: list[tuple], out: np.ndarray) -> None:
@@ -476,18 +529,22 @@ def read_rows(directory: Path, tasks: list[tuple], out: np.ndarray) -> None:
         With ``(shard stem, reason)`` as its arguments.
     """
 
+    folder = os.fspath(directory)
+
     def read(task: tuple[Shard, np.ndarray, slice | np.ndarray, bool]) -> None:
         shard, shard_rows, slots, whole = task
         try:
-            _read_shard_rows(directory / f"{shard.name}.npy", shard, shard_rows, out, slots,
-                             whole)
+            _read_shard_rows(os.path.join(folder, f"{shard.name}.npy"), shard, shard_rows, out,
+                             slots, whole)
         except DamagedShard as exc:
             raise DamagedShard(shard.name, str(exc)) from None
 
     workers = min(len(tasks), _READ_THREADS)
-    if workers > 1 and out.nbytes >= _PARALLEL_READ_BYTES:
-        # File reads and xxh3 release the GIL: shards are read and checked side by side, each
-        # into its own rows of ``out``.
+    if workers > 1 and out.nbytes >= _PARALLEL_READ_BYTES and \
+            any(task[0].verified is None for task in tasks):
+        # File reads and xxh3 release the GIL: shards to hash are read and checked side by
+        # side, each into its own rows of ``out``. (Shards that need no hashing are read in
+        # one thread: threads then add CPU time and no speed, the copy being memory-bound.)
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(read, tasks))
     else:

@@ -1,29 +1,43 @@
 """The per-configuration index: which digests a namespace holds, and where each row is.
 
-A namespace's shards each carry a small JSON index (see :mod:`featclf.store._format`). This
-module parses them into :class:`Shard` records, turns digests into 128-bit numeric keys
-(:func:`digest_keys`) and looks them up in numpy (:class:`ConfigIndex`), and plans which rows
-of which shard fill which rows of a result (:func:`plan_reads`). Index files are written once
-and never changed, so a process keeps the indexes it parsed (:func:`open_index`) and later only
-lists the directory and reads the new ones.
+A namespace's shards each carry a small JSON index (see :mod:`featclf.store._format`) and,
+beside it, a binary key index (``<stem>.keys``, see below). This module reads them into
+:class:`Shard` records, turns digests into 128-bit numeric keys (:func:`digest_keys`) and looks
+them up in numpy (:class:`ConfigIndex`), and plans which rows of which shard fill which rows of
+a result (:func:`plan_reads`). Index files are written once and never changed, so a process
+keeps the indexes it read (:func:`open_index`) and later only lists the directory and reads the
+new ones.
+
+Key indexes (``<stem>.keys``) are read and written by :mod:`featclf.store._keys`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
 import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import xxhash
 
-from featclf.store._format import SHARD_FORMAT, SHARD_INDEX, index_checksum_ok, json_bytes
+from featclf.store._format import SHARD_INDEX
+from featclf.store._keys import (  # noqa: F401 - digest_keys, Shard...: their home was here
+    KEYS_SUFFIX,
+    NAMESPACE_KEYS,
+    Shard,
+    digest_keys,
+    file_stat,
+    hex_digests,
+    read_namespace_keys,
+    read_shard,
+    write_keys,
+    write_namespace_keys,
+)
 
 # Indexes of the namespaces this process has read, by directory (most recent last): a later
 # FeatureStore object on the same store (the extractor opens one per call) only lists the
@@ -31,45 +45,15 @@ from featclf.store._format import SHARD_FORMAT, SHARD_INDEX, index_checksum_ok, 
 INDEXES: OrderedDict[str, ConfigIndex] = OrderedDict()
 _MAX_CACHED_INDEXES = 32
 _INDEXES_LOCK = threading.Lock()
-
-
-def digest_keys(digests: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray | None]:
-    """Digests as ``(n, 2)`` uint64 keys, and which are None (None: no digest is None).
-
-    featclf's digests are 32 hex characters (128-bit xxh3) and are converted in one C call;
-    any other string is hashed to 128 bits first.
-
-    Examples
-    --------
-    >>> keys, missing = digest_keys(["628ff615236b886756b64ed400b01c76", None])
-    >>> keys.shape, missing.tolist()
-    ((2, 2), [False, True])
-    """
-    n = len(digests)
-    try:
-        # Joined with spaces, which bytes.fromhex skips: a space every 33rd character proves
-        # every digest is 32 characters long, without a Python-level pass over them.
-        text = " ".join(digests)  # TypeError when some digest is None (or not a str)
-        joined = text.encode("ascii")  # ValueError when not ASCII
-        if n and len(joined) == 33 * n - 1 and \
-                bool((np.frombuffer(joined, np.uint8)[32::33] == 32).all()):
-            raw = bytes.fromhex(text)
-            if len(raw) == 16 * n:  # a space inside a digest would shorten it
-                return np.frombuffer(raw, "<u8").reshape(n, 2), None
-    except (TypeError, ValueError):
-        pass  # None, not ASCII or not all hex: the general path below
-    raw = bytearray(16 * n)
-    missing = np.zeros(n, dtype=bool)
-    for i, d in enumerate(digests):
-        if d is None:
-            missing[i] = True
-            continue
-        try:
-            key = bytes.fromhex(d) if len(d) == 32 else b""
-        except ValueError:
-            key = b""
-        raw[16 * i:16 * i + 16] = key or xxhash.xxh3_128_digest(b"featclf-key:" + d.encode())
-    return np.frombuffer(bytes(raw), "<u8").reshape(n, 2), missing
+# Queries of at most this many digests scan the keys instead of sorting them (1M keys: a scan
+# takes ~2 ms, a sort ~100 ms).
+_SCAN_QUERIES = 8
+# From this many new shard indexes on, a refresh first reads the namespace key index.
+_NAMESPACE_KEYS_FROM = 16
+# A writer that leaves this many shards the namespace key index does not describe (in the
+# namespace its process has read) writes it again: opening a big namespace then reads one
+# file, and small writes to a big namespace do not rewrite it every time.
+_DESCRIBE_FROM = 64
 
 
 def _sort_key(keys: np.ndarray) -> np.ndarray:
@@ -86,41 +70,37 @@ def _sort_key(keys: np.ndarray) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
-@dataclass
-class Shard:
-    """What a shard's index says about it (``keys``: the digests as 128-bit numbers)."""
+@contextlib.contextmanager
+def _gc_paused():
+    """No cyclic garbage collection meanwhile (loading 1,000 shard records allocates enough
+    objects to start several collections, and each full one walks every object of the caller:
+    with a million digest strings in a list, that tripled the time to open a namespace)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
-    name: str  # file stem, "shard-<writer>-<seq>"
-    rows: int
-    dim: int
-    dtype: str
-    nbytes: int
-    checksum: str
-    digests: list[str]
-    paths: list[str | None] | None
-    labels: list[Any] | None
-    keys: np.ndarray  # (rows, 2) uint64
 
-    @classmethod
-    def from_index(cls, data: dict, stem: str, raw: bytes | None = None) -> Shard:
-        """Parse and check a shard index (``raw``: its file bytes, for a fast self-check)."""
-        if data.get("format") != SHARD_FORMAT:
-            raise ValueError("not a featclf shard index")
-        own = data.get("index_xxh3")
-        if own is not None and not index_checksum_ok(raw, own) and \
-                own != xxhash.xxh3_128_hexdigest(
-                    json_bytes({k: v for k, v in data.items() if k != "index_xxh3"})):
-            raise ValueError("the index does not match its own checksum (edited or damaged)")
-        rows, digests = int(data["rows"]), list(data["digests"])
-        paths, labels = data.get("paths"), data.get("labels")
-        if len(digests) != rows or any(v is not None and len(v) != rows
-                                       for v in (paths, labels)):
-            raise ValueError(f"digests, paths or labels do not match its {rows} rows")
-        keys, missing = digest_keys(digests)
-        if missing is not None and missing.any():
-            raise ValueError("a digest is null")
-        return cls(stem, rows, int(data["dim"]), str(data["dtype"]), int(data["bytes"]),
-                   str(data["xxh3"]), digests, paths, labels, keys)
+def _adjacent(parts: list[np.ndarray]) -> np.ndarray | None:
+    """``np.concatenate(parts)`` without a copy, when the parts lie one after the other in one
+    buffer (the shards a namespace key index describes: 16 MB for 1M keys); else None."""
+    if not parts:
+        return None
+    base = parts[0].base
+    if base is None or any(p.base is not base or not p.flags.c_contiguous for p in parts):
+        return None
+    start = parts[0].__array_interface__["data"][0]
+    at = start
+    for p in parts:
+        if p.__array_interface__["data"][0] != at:
+            return None
+        at += p.nbytes
+    offset = start - base.__array_interface__["data"][0]
+    flat = base.reshape(-1).view(np.uint8)
+    return flat[offset:at - start + offset].view("<u8").reshape(-1, 2)
 
 
 class ConfigIndex:
@@ -129,11 +109,15 @@ class ConfigIndex:
     Rows of all shards are numbered one after the other ("global rows"). Lookups run in numpy:
     the digests' 128-bit keys are sorted once by a 64-bit mix of them and searched with
     ``np.searchsorted``: no Python object per digest, where a dict would need a fresh string
-    for each.
+    for each. A query of the digests in the order they were stored (a rerun) needs no sort.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, use_keys: bool = True) -> None:
         self.directory = directory
+        # (a str for the many file names built from it: a Path costs more per name than
+        # the open does)
+        self.folder = os.fspath(directory)
+        self.use_keys = use_keys  # False: JSON indexes only (prune and verify: the authority)
         self.shards: list[Shard] = []
         self.keys: list[np.ndarray] = []  # per shard, (rows, 2) uint64
         self.starts: list[int] = []  # global row of each shard's first row
@@ -141,6 +125,10 @@ class ConfigIndex:
         self.loaded: set[str] = set()
         self.damaged: dict[str, str] = {}  # shard stem -> reason (found by reads in this process)
         self.unreadable: dict[str, str] = {}  # index file -> reason
+        self.fallbacks: dict[str, str] = {}  # shard stem -> why its JSON index was read
+        self.distrusted: set[str] = set()  # stems whose key index a read found wrong
+        self.upgraded: set[str] = set()  # stems whose key index this process wrote
+        self.described: set[str] = set()  # stems in the namespace key index this process wrote
         self.dim: int | None = None
         self._sorted: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._live: tuple[np.ndarray, np.ndarray] | None = None
@@ -148,18 +136,34 @@ class ConfigIndex:
 
     def refresh(self) -> None:
         """Load index files written since the last refresh (all of them if some vanished)."""
+        with _gc_paused():
+            self._refresh()
+
+    def _refresh(self) -> None:
         try:
-            names = {e.name for e in os.scandir(self.directory) if SHARD_INDEX.match(e.name)}
+            entries = {e.name: e for e in os.scandir(self.directory)
+                       if SHARD_INDEX.match(e.name)}
         except FileNotFoundError:
-            names = set()
-        if not self.loaded <= names:  # prune removed or rewrote shards: start again
-            damaged, lock = self.damaged, self.lock
-            self.__init__(self.directory)
-            self.damaged, self.lock = damaged, lock
-        for name in sorted(names - self.loaded - set(self.unreadable)):
+            entries = {}
+        if not self.loaded <= entries.keys():  # prune removed or rewrote shards: start again
+            self._restart()
+        new = sorted(entries.keys() - self.loaded - set(self.unreadable))
+        # Many shards at once (a first look at a big namespace): the namespace key index that
+        # prune wrote describes them in one file.
+        together = read_namespace_keys(self.directory) \
+            if self.use_keys and len(new) >= _NAMESPACE_KEYS_FROM else {}
+        for name in new:
+            stem = name[:-5]
             try:
-                raw = (self.directory / name).read_bytes()
-                shard = Shard.from_index(json.loads(raw), name[:-5], raw)
+                st = entries[name].stat()
+                known = together.get(stem)
+                if known is not None and stem not in self.distrusted and \
+                        known.index_stat == file_stat(st):
+                    shard = known  # (its JSON index is as it was when it was described)
+                    shard.described = True
+                else:
+                    shard = read_shard(self.folder, name, st,
+                                       use_keys=self.use_keys and stem not in self.distrusted)
             except FileNotFoundError:
                 continue
             except (ValueError, KeyError, TypeError) as exc:
@@ -169,6 +173,8 @@ class ConfigIndex:
                               "verify` lists it and `featclf store prune` removes it",
                               stacklevel=2)
                 continue
+            if shard.fallback is not None:
+                self.fallbacks[shard.name] = shard.fallback
             self.loaded.add(name)
             if self.dim is None:
                 self.dim = shard.dim
@@ -178,14 +184,46 @@ class ConfigIndex:
             self.total += shard.rows
             self._sorted = self._live = None
 
+    def _restart(self) -> None:
+        kept = self.damaged, self.distrusted, self.lock
+        self.__init__(self.directory, use_keys=self.use_keys)
+        self.damaged, self.distrusted, self.lock = kept
+
+    def distrust_keys(self, stem: str) -> bool:
+        """Read a shard's JSON index in place of its key index, after a read found the shard
+        not as the key index says. True when the JSON index says otherwise (the key index was
+        wrong, and the shard is read again as JSON says); False when both agree (the shard
+        itself is damaged) or the shard was read from JSON already."""
+        position = next((i for i, s in enumerate(self.shards) if s.name == stem), None)
+        if position is None or self.shards[position].source != "keys":
+            return False
+        try:
+            raw = (self.directory / f"{stem}.json").read_bytes()
+            shard = Shard.from_index(json.loads(raw), stem, raw, self.directory)
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        if shard.same_as(self.shards[position]):
+            return False
+        self.distrusted.add(stem)  # (global rows may shift: number every shard again)
+        self._restart()
+        self.refresh()
+        return True
+
     def _live_keys(self) -> tuple[np.ndarray, np.ndarray]:
         """(keys of the shards in use, in shard order; their global rows)."""
         if self._live is None:
             live = [i for i, s in enumerate(self.shards) if s.name not in self.damaged]
-            keys = np.concatenate([self.keys[i] for i in live]) if live else \
-                np.empty((0, 2), np.uint64)
-            rows = np.concatenate([np.arange(self.starts[i], self.starts[i] + self.shards[i].rows)
-                                   for i in live]) if live else np.empty(0, np.int64)
+            if len(live) == len(self.shards):  # (the usual case: every shard in use)
+                keys = _adjacent(self.keys)
+                if keys is None:
+                    keys = np.concatenate(self.keys) if live else np.empty((0, 2), np.uint64)
+                rows = np.arange(self.total, dtype=np.int64)
+            else:
+                keys = np.concatenate([self.keys[i] for i in live]) if live else \
+                    np.empty((0, 2), np.uint64)
+                rows = np.concatenate([np.arange(self.starts[i],
+                                                 self.starts[i] + self.shards[i].rows)
+                                       for i in live]) if live else np.empty(0, np.int64)
             self._live = (keys, rows)
         return self._live
 
@@ -202,10 +240,19 @@ class ConfigIndex:
         """Global rows of ``digests`` (-1 where not stored)."""
         query, missing = digest_keys(digests)
         live_keys, live_rows = self._live_keys()
-        if missing is None and np.array_equal(query, live_keys):
-            return live_rows.copy()  # the inputs of the run that wrote the store, in order
-        mixed, keys, rows = self._sorted_keys()
+        n = len(query)
+        if missing is None and n <= len(live_keys) and np.array_equal(query, live_keys[:n]):
+            return live_rows[:n].copy()  # the inputs of the run that wrote the store, in order
         result = np.full(len(digests), -1, dtype=np.int64)
+        if self._sorted is None and n <= _SCAN_QUERIES:
+            # A few digests (a probe, one image): a scan costs less than sorting every key.
+            for i in range(n):
+                if missing is None or not missing[i]:
+                    at = np.flatnonzero((live_keys[:, 0] == query[i, 0])
+                                        & (live_keys[:, 1] == query[i, 1]))
+                    result[i] = live_rows[at[0]] if len(at) else -1
+            return result
+        mixed, keys, rows = self._sorted_keys()
         if len(mixed) == 0 or len(query) == 0:
             return result
         wanted = _sort_key(query)
@@ -236,6 +283,15 @@ class ConfigIndex:
         local = rows - np.asarray(self.starts, dtype=np.int64)[positions]
         return [(self.shards[p], r) for p, r in zip(positions.tolist(), local.tolist())]
 
+    def n_distinct(self) -> int:
+        """How many different digests the shards in use hold (from the keys: no JSON)."""
+        keys, _ = self._live_keys()
+        if len(keys) == 0:
+            return 0
+        order = np.lexsort((keys[:, 1], keys[:, 0]))
+        ordered = keys[order]
+        return 1 + int(np.count_nonzero((ordered[1:] != ordered[:-1]).any(axis=1)))
+
     def distinct(self) -> dict[str, tuple[Shard, int]]:
         """Every stored digest once (in shard order), with the shard and row holding it."""
         out: dict[str, tuple[Shard, int]] = {}
@@ -264,6 +320,60 @@ def open_index(root: Path, key: str) -> ConfigIndex:
     with index.lock:
         index.refresh()
     return index
+
+
+def upgrade_keys(directory: Path, tmp_tag: str) -> int:
+    """Write key indexes for the shards this process read through their JSON index (an old
+    store): called by writers on close, so writing to a store upgrades it. Returns how many
+    were written. Only indexes already loaded are used: nothing is parsed for this."""
+    with _INDEXES_LOCK:
+        index = INDEXES.get(os.path.abspath(directory))
+    if index is None:
+        return 0
+    written = 0
+    with index.lock:
+        for shard in index.shards:
+            if shard.source != "json" or shard.name in index.damaged or \
+                    shard.name in index.upgraded:
+                continue
+            index.upgraded.add(shard.name)
+            try:  # (its checksum was not checked here: readers still hash it once)
+                write_keys(index.directory, shard, shard.digests, None, tmp_tag)
+                written += 1
+            except (OSError, ValueError):
+                continue  # read-only, full, or the JSON index vanished: readers use JSON
+        described = index.described | {s.name for s in index.shards if s.described}
+    # Counted from a listing, not by refreshing this process's index: that stays as the
+    # process last looked, as for any reader (see ConfigIndex).
+    try:
+        names = [e.name[:-5] for e in os.scandir(index.directory) if SHARD_INDEX.match(e.name)]
+    except FileNotFoundError:
+        names = []
+    undescribed = len(names) - len(described.intersection(names))
+    if undescribed >= _DESCRIBE_FROM:
+        named = describe_namespace(index.directory, tmp_tag)
+        with index.lock:
+            index.described |= named
+    return written
+
+
+def describe_namespace(directory: Path, tmp_tag: str) -> set[str]:
+    """Write the namespace key index over every shard that has a current key index now.
+
+    Readers use each record only while the shard's JSON index is as recorded, so shards that
+    writers add or prune removes later never make it wrong: it only goes out of date (and
+    concurrent writers replacing each other's never lose a shard: one left out is read
+    through its own key index).
+    """
+    index = ConfigIndex(directory)
+    index.refresh()
+    shards = [s for s in index.shards if s.source == "keys"]
+    if shards:
+        try:
+            write_namespace_keys(directory, shards, tmp_tag)
+        except OSError:  # read-only or full: readers use each shard's own
+            return set()
+    return {s.name for s in shards}
 
 
 def forget_indexes(root: Path) -> None:

@@ -43,9 +43,13 @@ def stale_samples(store: FeatureStore, config: dict | str, digests: Sequence[str
         located = index.locate(rows[held])
     stale = np.zeros(len(digests), dtype=bool)
     for i, (shard, r) in zip(held.tolist(), located):
-        old_path = shard.paths[r] if shard.paths else None
-        new_label = labels is not None and as_label(labels[i]) != (
-            shard.labels[r] if shard.labels else None)
+        try:  # (paths and labels are in the JSON index, read now if not yet)
+            old_path = shard.paths[r] if shard.paths else None
+            old_label = shard.labels[r] if shard.labels else None
+        except (OSError, ValueError):
+            stale[i] = True  # a prune rewrote the shard meanwhile: record the path again
+            continue
+        new_label = labels is not None and as_label(labels[i]) != old_label
         stale[i] = paths[i] != old_path or new_label
     return stale
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from featclf.store._format import fsync_dir, new_writer_id, write_shard
+from featclf.store._index import upgrade_keys
 
 if TYPE_CHECKING:
     from featclf.store import FeatureStore
@@ -143,7 +144,12 @@ class ShardWriter:
         self.shards.append(stem)
 
     def close(self) -> None:
-        """Write what is buffered, and make the new names durable (fsync the directory)."""
+        """Write what is buffered, and make the new names durable (fsync the directory).
+
+        Shards of an older store that this process read through their JSON index get their
+        key index now (writing to an old store upgrades it).
+        """
         self.flush()
         if self.shards:
+            upgrade_keys(self.directory, self.writer_id)
             fsync_dir(self.directory)

@@ -100,10 +100,27 @@ def entries(store: FeatureStore, config: dict | str) -> tuple[list[str], list, l
         would lack them. The message names the shard.
     """
     index = store._index(config)
+    for attempt in range(3):
+        try:
+            return _entries(store, config, index)
+        except FileNotFoundError:
+            # A JSON index read for its paths vanished: a prune rewrote its shard meanwhile.
+            if attempt == 2:
+                raise
+            with index.lock:
+                index.refresh()
+    raise AssertionError("unreachable")
+
+
+def _entries(store: FeatureStore, config: dict | str, index) -> tuple[list[str], list, list,
+                                                                      np.ndarray]:
     with index.lock:
         stored = index.distinct()
         shards = list(index.shards)
         unreadable = dict(index.unreadable)
+        for shard in shards:
+            if shard.name not in index.damaged:
+                shard.paths  # noqa: B018 - read the JSON indexes now, while they are listed
     digests = list(stored)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a damaged shard is reported below, as an error

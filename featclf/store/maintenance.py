@@ -37,7 +37,14 @@ from featclf.store._format import (
     tree_bytes,
     write_shard,
 )
-from featclf.store._index import ConfigIndex, Shard, forget_indexes
+from featclf.store._index import ConfigIndex, describe_namespace, forget_indexes
+from featclf.store._keys import (
+    KEYS_SUFFIX,
+    Shard,
+    file_stat,
+    read_keys,
+    write_keys,
+)
 
 if TYPE_CHECKING:
     from featclf.store import FeatureStore
@@ -67,6 +74,10 @@ class VerifyReport:
     vectors: int = 0
     bytes: int = 0
     problems: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
+    # Shards readers look up through their JSON index, because their key index is missing or
+    # not current (an old store, a crash, an edited JSON index): not damage, only slower.
+    # `prune` writes their key indexes. (relative path of the JSON index, why)
+    fallbacks: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -86,6 +97,7 @@ class PruneReport:
     rewritten: list[str] = field(default_factory=list)
     configs: list[str] = field(default_factory=list)
     bytes_freed: int = 0
+    key_indexes: list[str] = field(default_factory=list)  # key indexes written (upgrades)
 
 
 def info(store: FeatureStore) -> list[ConfigInfo]:
@@ -97,7 +109,7 @@ def info(store: FeatureStore) -> list[ConfigInfo]:
         index.refresh()
         size = tree_bytes(directory)
         rows = sum(s.rows for s in index.shards)
-        distinct = len(index.distinct())
+        distinct = index.n_distinct()
         out.append(ConfigInfo(key, store.config(key), distinct, rows - distinct,
                               len(index.shards), index.dim,
                               sorted({s.dtype for s in index.shards}), size,
@@ -111,7 +123,7 @@ def verify(store: FeatureStore, *, progress: bool = False) -> VerifyReport:
     jobs = []
     for key in store.configs():
         directory = store.root / "configs" / key
-        index = ConfigIndex(directory)
+        index = ConfigIndex(directory, use_keys=False)  # the JSON indexes are the authority
         index.refresh()
         for name, reason in index.unreadable.items():
             report.problems.append((f"configs/{key}/{name}", reason))
@@ -119,6 +131,10 @@ def verify(store: FeatureStore, *, progress: bool = False) -> VerifyReport:
         if len(dims) > 1:
             report.problems.append((f"configs/{key}", f"shards of different dims {dims}"))
         jobs.extend((directory, key, s) for s in index.shards)
+        for shard in index.shards:
+            why = key_index_problem(directory, shard)
+            if why is not None:
+                report.fallbacks.append((f"configs/{key}/{shard.name}.json", why))
     bar = progress_bar(enabled=progress, total=sum(s.nbytes for _, _, s in jobs), unit="B",
                        unit_scale=True, desc="verify")
     for directory, key, shard in jobs:
@@ -132,6 +148,21 @@ def verify(store: FeatureStore, *, progress: bool = False) -> VerifyReport:
         bar.update(shard.nbytes)
     bar.close()
     return report
+
+
+def key_index_problem(directory: Path, shard: Shard) -> str | None:
+    """Why readers would not use a shard's key index (None: they use it, and it agrees with
+    the JSON index ``shard`` was read from)."""
+    try:
+        index_stat = file_stat(os.stat(directory / f"{shard.name}.json"))
+        keyed = read_keys(directory, shard.name, index_stat)
+    except FileNotFoundError:
+        return "its JSON index vanished (a prune rewrote it)"
+    except ValueError as exc:
+        return f"{exc}: readers use the JSON index"
+    if not keyed.same_as(shard) or (keyed.hex_keys and keyed.digests != shard.digests):
+        return "the key index disagrees with the JSON index: readers use the JSON index"
+    return None
 
 
 def prune(store: FeatureStore, *, configs: Sequence[str] = (), compact: bool = False,
@@ -197,14 +228,14 @@ def _prune_stale(root: Path, directory: Path, report: PruneReport,
 
 
 def _shard_files(directory: Path) -> tuple[list[str], list[str]]:
-    """(index files, .npy files) of a namespace."""
+    """(index files, .npy and key index files) of a namespace."""
     indexes, arrays = [], []
     for name in sorted(os.listdir(directory)):
         if name.startswith(".tmp-"):
             continue
         if SHARD_INDEX.match(name):
             indexes.append(name)
-        elif name.startswith("shard-") and name.endswith(".npy"):
+        elif name.startswith("shard-") and name.endswith((".npy", KEYS_SUFFIX)):
             arrays.append(name)
     return indexes, arrays
 
@@ -217,8 +248,8 @@ def _prune_namespace(store: FeatureStore, key: str, report: PruneReport, stale_s
     indexes, arrays = _shard_files(directory)
     indexed = {name[:-5] for name in indexes}
     now = time.time()
-    for name in arrays:  # a shard whose writer died before writing its index
-        if name[:-4] in indexed:
+    for name in arrays:  # a shard (or key index) whose writer died before writing its index
+        if os.path.splitext(name)[0] in indexed:
             continue
         path = directory / name
         age = _age(path, now)
@@ -230,7 +261,7 @@ def _prune_namespace(store: FeatureStore, key: str, report: PruneReport, stale_s
             path.unlink()
             report.bytes_freed += size
             report.orphans.append(f"{rel}/{name}")
-    index = ConfigIndex(directory)
+    index = ConfigIndex(directory, use_keys=False)  # compaction trusts the JSON indexes only
     index.refresh()
     for name, reason in index.unreadable.items():
         size = tree_bytes(directory / name)
@@ -239,13 +270,16 @@ def _prune_namespace(store: FeatureStore, key: str, report: PruneReport, stale_s
             report.bytes_freed += size
             report.damaged.append(f"{rel}/{name} ({reason})")
     good: list[Shard] = []
+    seen: dict[str, os.stat_result] = {}  # stem -> the shard's stat before its bytes were hashed
     for shard in index.shards:
-        problem = check_shard(directory / f"{shard.name}.npy", shard)
+        stats: list[os.stat_result] = []
+        problem = check_shard(directory / f"{shard.name}.npy", shard, stats)
         if problem:
             report.bytes_freed += remove_shard(directory, shard.name)
             report.damaged.append(f"{rel}/{shard.name}.npy ({problem})")
         else:
             good.append(shard)
+            seen[shard.name] = stats[0]
     kept: dict[str, tuple[Any, Any]] = {}  # digest -> (path, label) of the copy kept
     rescued: dict[str, tuple[Any, Any]] = {}  # what only a dropped copy knew
     merger = _ShardMerger(directory, store.shard_rows, report)
@@ -262,6 +296,7 @@ def _prune_namespace(store: FeatureStore, key: str, report: PruneReport, stale_s
                 rescued[d] = (path, label)
         small = compact and len(keep) < store.shard_rows // 2
         if len(keep) == shard.rows and not small:
+            _upgrade_keys(directory, shard, seen[shard.name], report)
             continue
         try:
             merger.add(shard, keep)
@@ -277,9 +312,21 @@ def _prune_namespace(store: FeatureStore, key: str, report: PruneReport, stale_s
         report.merged += int(small)
     else:
         merger.finish()
+    describe_namespace(directory, new_writer_id())
     if rescued:  # a dropped copy had a path or label the kept one lacks: keep it for export
         store.record_samples(list(rescued), [v[0] for v in rescued.values()],
                              labels=[v[1] for v in rescued.values()])
+
+
+def _upgrade_keys(directory: Path, shard: Shard, verified: os.stat_result,
+                  report: PruneReport) -> None:
+    """Write a kept shard's key index when readers would not use the one it has (an old
+    store, a crash, an edited JSON index), recording the stat its checksum was checked at."""
+    if key_index_problem(directory, shard) is None:
+        return
+    with contextlib.suppress(OSError):  # a read-only or full store: readers use the JSON
+        write_keys(directory, shard, shard.digests, file_stat(verified), new_writer_id())
+        report.key_indexes.append(f"configs/{directory.name}/{shard.name}{KEYS_SUFFIX}")
 
 
 def _compact_samples(root: Path) -> None:

@@ -411,9 +411,12 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         self.history_ = history
         self.n_epochs_ = n_epochs
         self.skipped_ = skipped
+        origin = start.weights.description
+        if start.weights.kind == "random":  # drawn under torch.manual_seed(seed) above
+            origin = f"random weights (seed {seed}, drawn from random_state={self.random_state})"
         self.network_ = self._trained_network(
             WeightsSource("trained", f"trained by SoftmaxClassifier for {n_epochs} epochs from "
-                                     f"{start.weights.description}"))
+                                     f"{origin}"))
         if width is not None:
             self.n_features_in_ = width
         elif hasattr(self, "n_features_in_"):

@@ -5,7 +5,8 @@ Two families:
 * **seed** (``lenet5``, ``seed_cnn``, other featclf-registered networks and custom modules): the
   seed tutorial's Keras recipe, SGD with learning rate 0.05, Keras time-based decay 1e-6 per
   batch, Nesterov momentum 0.9, batches of 100. It trains small digit networks from scratch.
-* **fine-tune** (torchvision architectures): AdamW with a small learning rate (1e-4 for the
+* **fine-tune** (torchvision architectures, timm backbones ``"timm/<name>"`` and timm modules):
+  AdamW with a small learning rate (1e-4 for the
   backbone, 1e-3 for the fresh head), weight decay 0.05, a linear warm-up over the first 10% of
   the steps and a cosine decay, batches of 32. The seed recipe's SGD at 0.05 made a ResNet-18
   diverge on a few dozen photos (validation loss in the 1e5 range); this one converges.
@@ -29,6 +30,7 @@ from typing import Any
 from torch import nn
 
 from featclf.models import Network, get_model_spec
+from featclf.models.timm_backbones import _is_timm_module
 
 __all__ = ["FINE_TUNE_RECIPE", "RECIPE_PARAMETERS", "SEED_RECIPE", "TRAINING_RECIPES",
            "recipe_family", "recipe_for"]
@@ -69,10 +71,16 @@ def recipe_family(model: str | Network | nn.Module) -> str:
     --------
     >>> recipe_family("lenet5"), recipe_family("mobilenet_v3_small")
     ('seed', 'fine-tune')
+    >>> recipe_family("timm/convnext_atto")
+    'fine-tune'
     """
     if isinstance(model, Network):
         arch = model.arch
+        if arch is None and model.module is not None and _is_timm_module(model.module):
+            return "fine-tune"
     elif isinstance(model, nn.Module):
+        if _is_timm_module(model):  # a timm backbone trains like a torchvision one
+            return "fine-tune"
         arch = None
     elif isinstance(model, str):
         arch = model
@@ -81,7 +89,7 @@ def recipe_family(model: str | Network | nn.Module) -> str:
                         "torch.nn.Module")
     if arch is None:  # a custom module: trained from scratch, as the seed networks are
         return "seed"
-    return "fine-tune" if get_model_spec(arch).source == "torchvision" else "seed"
+    return "fine-tune" if get_model_spec(arch).source in ("torchvision", "timm") else "seed"
 
 
 def recipe_for(model: str | Network | nn.Module) -> dict[str, Any]:

@@ -1,0 +1,401 @@
+"""The key indexes: fixed-width binary twins of the shards' JSON indexes.
+
+The key index
+-------------
+Parsing JSON costs more than reading the vectors it indexes (20k digests: ~4 ms of JSON
+against ~2 ms for ``np.load`` of 20k x 84 floats), so reads use a fixed-width binary twin of
+each JSON index: ``<stem>.keys``, a ``.npy`` file (``np.load`` reads it) of ``(rows + 10, 2)``
+little-endian uint64::
+
+    [0] magic, version        [1] rows, dim             [2] dtype code, shard bytes
+    [3] the shard's xxh3-128  [4, 5] the shard file's (inode, size), (mtime_ns, ctime_ns)
+    [6, 7] the same for the JSON index                  [8] flags (1: digests are lowercase
+    [9 : 9 + rows] the digests' 128-bit keys, in row order      32-hex, the keys' own hex)
+    [-1] xxh3-64 of every byte before it
+
+It is written after the JSON index (and not fsynced: a torn one fails its own checksum). A
+reader trusts it only when its own checksum holds and the JSON index still has the inode,
+size and times recorded in it: a JSON index replaced or edited after the key index was written
+(a repair, another tool, a damaged file) is read as JSON, and checked as JSON. Anything else
+(missing, torn, another version) falls back to the JSON index too; ``verify`` lists those
+shards and ``prune`` writes their key index (old stores are upgraded that way).
+
+The shard's (inode, size, mtime_ns, ctime_ns) are what the writer saw right after it
+published the shard, whose checksum it computed from the very bytes it wrote. A reader that
+finds the shard with the same four values knows the file has not been written to since (any
+write moves mtime and ctime, which no process can set back), so it does not hash the shard
+again: a hit costs reading the vectors, as ``np.load`` does. A shard whose values differ (a
+copied or restored store, a rewritten file) is hashed on its first read in each process, as
+before, and :meth:`~featclf.store.FeatureStore.verify` always hashes every shard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xxhash
+
+from featclf.store._format import (
+    DTYPES,
+    SHARD_FORMAT,
+    atomic_write,
+    expected_header,
+    index_checksum_ok,
+    json_bytes,
+)
+
+
+def digest_keys(digests: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Digests as ``(n, 2)`` uint64 keys, and which are None (None: no digest is None).
+
+    featclf's digests are 32 hex characters (128-bit xxh3) and are converted in one C call;
+    any other string is hashed to 128 bits first.
+
+    Examples
+    --------
+    >>> keys, missing = digest_keys(["628ff615236b886756b64ed400b01c76", None])
+    >>> keys.shape, missing.tolist()
+    ((2, 2), [False, True])
+    >>> digest_keys(keys)[0] is keys  # keys already: as they are
+    True
+    """
+    if isinstance(digests, np.ndarray) and digests.dtype == np.dtype("<u8") and \
+            digests.ndim == 2 and digests.shape[1] == 2:
+        return np.ascontiguousarray(digests), None
+    n = len(digests)
+    keys = _hex_keys(digests) if n else None
+    if keys is not None:
+        return keys, None
+    raw = bytearray(16 * n)
+    missing = np.zeros(n, dtype=bool)
+    for i, d in enumerate(digests):
+        if d is None:
+            missing[i] = True
+            continue
+        try:
+            key = bytes.fromhex(d) if len(d) == 32 and d.isascii() else b""
+        except ValueError:
+            key = b""
+        raw[16 * i:16 * i + 16] = key or xxhash.xxh3_128_digest(b"featclf-key:" + d.encode())
+    return np.frombuffer(bytes(raw), "<u8").reshape(n, 2), missing
+
+
+def _hex_keys(digests: Sequence[str | None], step: int = 1 << 15) -> np.ndarray | None:
+    """The keys of 32-hex digests, in C calls on chunks of them; None when one is not such.
+
+    Joined with spaces, which bytes.fromhex skips: a space every 33rd character (a strided
+    slice, in C) proves every digest is 32 characters long, without a Python-level pass over
+    them. Chunks of 32k digests keep the joined text in the CPU's cache and reuse its memory
+    (a million digests at once: 33 MB of fresh pages, about 25% slower).
+    """
+    n = len(digests)
+    out = np.empty((n, 2), dtype="<u8")
+    flat = out.reshape(-1).view(np.uint8)
+    try:
+        for start in range(0, n, step):
+            part = digests[start:start + step]
+            k = len(part)
+            text = " ".join(part)  # TypeError when some digest is None (or not a str)
+            if len(text) != 33 * k - 1 or text[32::33] != " " * (k - 1):
+                return None
+            raw = bytes.fromhex(text)  # ValueError when not all hex
+            if len(raw) != 16 * k:  # a space inside a digest would shorten it
+                return None
+            flat[16 * start:16 * (start + k)] = np.frombuffer(raw, np.uint8)
+    except (TypeError, ValueError):
+        return None  # None, not ASCII or not all hex: the caller's general path
+    return out
+
+
+def hex_digests(keys: np.ndarray) -> list[str]:
+    """The lowercase 32-hex digests whose keys are ``keys`` (the inverse of :func:`digest_keys`
+    for such digests).
+
+    Examples
+    --------
+    >>> d = ["628ff615236b886756b64ed400b01c76", "00" * 16]
+    >>> hex_digests(digest_keys(d)[0]) == d
+    True
+    """
+    text = np.ascontiguousarray(keys, dtype="<u8").tobytes().hex()
+    return [text[i:i + 32] for i in range(0, len(text), 32)]
+
+
+# The key index: magic ("fclfkeys"), format version, rows of header before the keys.
+KEYS_SUFFIX = ".keys"
+_KEYS_MAGIC = int.from_bytes(b"fclfkeys", "little")
+_KEYS_VERSION = 1
+_KEYS_HEAD = 9
+_HEX_FLAG = 1
+
+
+def file_stat(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What says a file is unchanged since it was looked at: (inode, size, mtime_ns, ctime_ns)."""
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@dataclass
+class Shard:
+    """What a shard's index says about it (``keys``: the digests as 128-bit numbers).
+
+    ``digests``, ``paths`` and ``labels`` come from the JSON index, which is read only when
+    they are asked for (lookups need ``keys`` alone); ``source`` says which index the shard
+    was read from (``"keys"`` or ``"json"``). ``verified``: the shard file's
+    :func:`file_stat` right after its checksum was computed from its bytes (None: unknown).
+    """
+
+    name: str  # file stem, "shard-<writer>-<seq>"
+    rows: int
+    dim: int
+    dtype: str
+    nbytes: int
+    checksum: str
+    keys: np.ndarray  # (rows, 2) uint64
+    directory: str | Path | None = None
+    source: str = "json"
+    verified: tuple[int, int, int, int] | None = None
+    index_stat: tuple[int, int, int, int] | None = None
+    hex_keys: bool = False  # digests are the lowercase hex of keys
+    fallback: str | None = None  # why the JSON index was read (None: the key index was)
+    described: bool = False  # read from the namespace key index
+    _json: dict | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_index(cls, data: dict, stem: str, raw: bytes | None = None,
+                   directory: Path | None = None) -> Shard:
+        """Parse and check a shard index (``raw``: its file bytes, for a fast self-check)."""
+        if data.get("format") != SHARD_FORMAT:
+            raise ValueError("not a featclf shard index")
+        own = data.get("index_xxh3")
+        if own is not None and not index_checksum_ok(raw, own) and \
+                own != xxhash.xxh3_128_hexdigest(
+                    json_bytes({k: v for k, v in data.items() if k != "index_xxh3"})):
+            raise ValueError("the index does not match its own checksum (edited or damaged)")
+        rows, digests = int(data["rows"]), list(data["digests"])
+        paths, labels = data.get("paths"), data.get("labels")
+        if len(digests) != rows or any(v is not None and len(v) != rows
+                                       for v in (paths, labels)):
+            raise ValueError(f"digests, paths or labels do not match its {rows} rows")
+        keys, missing = digest_keys(digests)
+        if missing is not None and missing.any():
+            raise ValueError("a digest is null")
+        if str(data["dtype"]) not in DTYPES:
+            raise ValueError(f"dtype {data['dtype']!r} is not one of {DTYPES}")
+        return cls(stem, rows, int(data["dim"]), str(data["dtype"]), int(data["bytes"]),
+                   str(data["xxh3"]), keys, directory, "json",
+                   _json={"digests": digests, "paths": paths, "labels": labels})
+
+    def _index_data(self) -> dict:
+        if self._json is None:
+            path = Path(self.directory, f"{self.name}.json")
+            raw = path.read_bytes()
+            shard = Shard.from_index(json.loads(raw), self.name, raw)
+            if not self.same_as(shard):
+                raise ValueError(f"{path.name}: the JSON index and its key index "
+                                 f"({self.name}{KEYS_SUFFIX}) disagree")
+            self._json = shard._json
+        return self._json
+
+    @property
+    def digests(self) -> list[str]:
+        """The sample digests, one per row."""
+        if self._json is None and self.hex_keys:
+            return hex_digests(self.keys)
+        return self._index_data()["digests"]
+
+    @property
+    def paths(self) -> list[str | None] | None:
+        """The samples' paths when the shard was written (None: none was given)."""
+        return self._index_data()["paths"]
+
+    @property
+    def labels(self) -> list[Any] | None:
+        """The samples' labels when the shard was written (None: none was given)."""
+        return self._index_data()["labels"]
+
+    def same_as(self, other: Shard) -> bool:
+        """Whether two records describe the same shard: sizes, checksum and every key."""
+        return (self.rows, self.dim, self.dtype, self.nbytes, self.checksum) == \
+            (other.rows, other.dim, other.dtype, other.nbytes, other.checksum) and \
+            np.array_equal(self.keys, other.keys)
+
+
+def keys_bytes(shard: Shard, digests: Sequence[str], index_stat: tuple[int, int, int, int],
+               verified: tuple[int, int, int, int] | None) -> bytes:
+    """The bytes of a shard's key index (see the module docstring for the layout)."""
+    table = np.zeros((shard.rows + _KEYS_HEAD + 1, 2), dtype="<u8")
+    hex_keys = bool(shard.rows) and "".join(hex_digests(shard.keys)) == "".join(digests)
+    table[0] = (_KEYS_MAGIC, _KEYS_VERSION)
+    table[1] = (shard.rows, shard.dim)
+    table[2] = (DTYPES.index(shard.dtype), shard.nbytes)
+    table[3] = np.frombuffer(bytes.fromhex(shard.checksum), "<u8")
+    table[4:6] = np.reshape(verified or (0, 0, 0, 0), (2, 2))
+    table[6:8] = np.reshape(index_stat, (2, 2))
+    table[8] = (_HEX_FLAG if hex_keys else 0, 0)
+    table[_KEYS_HEAD:-1] = shard.keys
+    header = expected_header(len(table), 2, "uint64")
+    body = header + table[:-1].tobytes()
+    return body + np.array([xxhash.xxh3_64_intdigest(body), 0], "<u8").tobytes()
+
+
+def write_keys(directory: Path, shard: Shard, digests: Sequence[str],
+               verified: tuple[int, int, int, int] | None, tmp_tag: str) -> None:
+    """Write (or replace) the key index of a shard whose JSON index is on disk.
+
+    Not fsynced: after a power loss a torn key index fails its own checksum and readers use
+    the JSON index, so durability would buy nothing for the cost of one more fsync per shard.
+    """
+    index_stat = file_stat(os.stat(directory / f"{shard.name}.json"))
+    atomic_write(directory / f"{shard.name}{KEYS_SUFFIX}",
+                 [keys_bytes(shard, digests, index_stat, verified)], tmp_tag, fsync=False)
+
+
+def read_keys(directory: str | Path, stem: str, index_stat: tuple[int, int, int, int]) -> Shard:
+    """A shard's record from its key index.
+
+    Raises
+    ------
+    ValueError
+        The key index is missing, torn, of another version, or older than its JSON index
+        (the message says which): the caller reads the JSON index instead.
+    """
+    # (str paths and one read: opening a store of 1,000 shards reads 1,000 key indexes.)
+    try:
+        with open(f"{os.fspath(directory)}/{stem}{KEYS_SUFFIX}", "rb", buffering=0) as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        raise ValueError("no key index") from None
+    head = 128  # np.save's header of a 2-column uint64 array below 10**20 rows
+    if len(raw) < head + 16 * (_KEYS_HEAD + 1) or (len(raw) - head) % 16:
+        raise ValueError(f"key index of {len(raw)} bytes (torn)")
+    top = np.frombuffer(raw, "<u8", count=2 * _KEYS_HEAD, offset=head).tolist()
+    if top[0] != _KEYS_MAGIC or top[1] != _KEYS_VERSION:
+        raise ValueError("not a key index of this featclf version")
+    rows, dim = top[2], top[3]
+    n_table = (len(raw) - head) // 16
+    if n_table != rows + _KEYS_HEAD + 1 or raw[:head] != expected_header(n_table, 2, "uint64") \
+            or xxhash.xxh3_64_intdigest(memoryview(raw)[:-16]) != \
+            int.from_bytes(raw[-16:-8], "little"):
+        raise ValueError("key index fails its own checksum (torn or damaged)")
+    if tuple(top[12:16]) != index_stat:
+        raise ValueError("the JSON index changed after its key index was written")
+    if top[4] >= len(DTYPES):
+        raise ValueError(f"unknown dtype code {top[4]}")
+    verified = tuple(top[8:12])
+    keys = np.frombuffer(raw, "<u8", count=2 * rows, offset=head + 16 * _KEYS_HEAD)
+    return Shard(stem, rows, dim, DTYPES[top[4]], top[5], raw[head + 48:head + 64].hex(),
+                 keys.reshape(rows, 2), directory, "keys", verified if any(verified) else None,
+                 index_stat, bool(top[16] & _HEX_FLAG))
+
+
+def read_shard(directory: str | Path, name: str, st: os.stat_result | None = None, *,
+               use_keys: bool = True) -> Shard:
+    """The record of the shard whose JSON index is ``name``: from its key index when that is
+    sound and current, else from the JSON index (``fallback`` on the record says why).
+
+    Raises
+    ------
+    FileNotFoundError
+        The JSON index vanished (a prune rewrote the shard).
+    ValueError, KeyError, TypeError
+        The JSON index is unreadable.
+    """
+    stem = name[:-5]
+    try:
+        index_stat = file_stat(st if st is not None else os.stat(os.path.join(directory, name)))
+        if use_keys:
+            return read_keys(directory, stem, index_stat)
+        why = "the key index disagrees with the JSON index"
+    except ValueError as exc:
+        why = str(exc)
+    raw = Path(directory, name).read_bytes()
+    shard = Shard.from_index(json.loads(raw), stem, raw, Path(directory))
+    shard.fallback = why
+    return shard
+
+
+# The namespace's key index: every shard a prune left, in one file, so that opening a
+# namespace of 1,000 shards reads one file instead of 1,000. Per shard, _NS_RECORD rows: the
+# stem (8 rows, NUL-padded), then rows 1-8 of its own key index's layout.
+NAMESPACE_KEYS = "shards.keys"
+_NS_MAGIC = int.from_bytes(b"fclfnskv", "little")
+_NS_RECORD = 16
+_STEM_BYTES = 128
+
+
+def namespace_keys_bytes(shards: Sequence[Shard]) -> bytes:
+    """The bytes of a namespace key index over ``shards`` (each read from its key index)."""
+    n, total = len(shards), sum(s.rows for s in shards)
+    table = np.zeros((2 + _NS_RECORD * n + total + 1, 2), dtype="<u8")
+    table[0] = (_NS_MAGIC, _KEYS_VERSION)
+    table[1] = (n, total)
+    at = 2 + _NS_RECORD * n
+    for i, shard in enumerate(shards):
+        stem = shard.name.encode()
+        if len(stem) > _STEM_BYTES:
+            raise ValueError(f"shard name {shard.name!r} is longer than {_STEM_BYTES} bytes")
+        record = table[2 + _NS_RECORD * i:2 + _NS_RECORD * (i + 1)]
+        record[:8] = np.frombuffer(stem.ljust(_STEM_BYTES, b"\0"), "<u8").reshape(8, 2)
+        record[8] = (shard.rows, shard.dim)
+        record[9] = (DTYPES.index(shard.dtype), shard.nbytes)
+        record[10] = np.frombuffer(bytes.fromhex(shard.checksum), "<u8")
+        record[11:13] = np.reshape(shard.verified or (0, 0, 0, 0), (2, 2))
+        record[13:15] = np.reshape(shard.index_stat, (2, 2))
+        record[15] = (_HEX_FLAG if shard.hex_keys else 0, 0)
+        table[at:at + shard.rows] = shard.keys
+        at += shard.rows
+    body = expected_header(len(table), 2, "uint64") + table[:-1].tobytes()
+    return body + np.array([xxhash.xxh3_64_intdigest(body), 0], "<u8").tobytes()
+
+
+def write_namespace_keys(directory: Path, shards: Sequence[Shard], tmp_tag: str) -> None:
+    """Replace the namespace key index by one over ``shards`` (not fsynced: see write_keys)."""
+    atomic_write(directory / NAMESPACE_KEYS, [namespace_keys_bytes(shards)], tmp_tag,
+                 fsync=False)
+
+
+def read_namespace_keys(directory: Path) -> dict[str, Shard]:
+    """The shards a namespace key index describes, by stem ({} when it is missing or unsound).
+
+    Each record is used only for a shard whose JSON index still has the recorded stat (the
+    caller checks, as for a shard's own key index); records of shards removed since are
+    simply never asked for.
+    """
+    try:
+        with open(os.path.join(directory, NAMESPACE_KEYS), "rb", buffering=0) as fh:
+            raw = fh.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    head = len(expected_header(1, 2, "uint64"))
+    if len(raw) < head + 48 or (len(raw) - head) % 16:
+        return {}
+    table = np.frombuffer(raw, "<u8", offset=head).reshape(-1, 2)
+    n, total = int(table[1, 0]), int(table[1, 1])
+    if int(table[0, 0]) != _NS_MAGIC or int(table[0, 1]) != _KEYS_VERSION or \
+            len(table) != 2 + _NS_RECORD * n + total + 1 or \
+            raw[:head] != expected_header(len(table), 2, "uint64") or \
+            xxhash.xxh3_64_intdigest(memoryview(raw)[:-16]) != int(table[-1, 0]):
+        return {}
+    records = table[2:2 + _NS_RECORD * n].reshape(n, _NS_RECORD * 2).tolist()
+    out: dict[str, Shard] = {}
+    at = 2 + _NS_RECORD * n
+    for i, record in enumerate(records):
+        rows, dim, code, nbytes = record[16:20]
+        if code >= len(DTYPES):
+            return {}
+        start = head + 16 * (2 + _NS_RECORD * i)  # the record's first byte in the file
+        name = raw[start:start + _STEM_BYTES].rstrip(b"\0").decode()
+        checksum = raw[start + 160:start + 176].hex()
+        verified = tuple(record[22:26])
+        out[name] = Shard(name, rows, dim, DTYPES[code], nbytes, checksum,
+                          table[at:at + rows], directory, "keys",
+                          verified if any(verified) else None, tuple(record[26:30]),
+                          bool(record[30] & _HEX_FLAG))
+        at += rows
+    return out
