@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from abc import ABCMeta, abstractmethod
 from numbers import Integral, Real
 
 import numpy as np
@@ -28,16 +29,16 @@ _CONSTRAINTS: dict[str, list] = {
 }
 
 
-class _TorchLinear(ClassifierMixin, BaseEstimator):
+class _TorchLinear(ClassifierMixin, BaseEstimator, metaclass=ABCMeta):
     """Shared fit / predict of the torch linear classifiers (not public)."""
 
-    _kind: str = "logistic"
     # LogisticRegression(lbfgs) leaves the intercept free; liblinear (LinearSVC) penalises it
     # as the weight of a constant feature (intercept_scaling=1). Each torch twin does the same.
     _penalize_intercept: bool = False
 
+    @abstractmethod
     def _loss_kind(self, n_classes: int) -> str:
-        raise NotImplementedError
+        """The loss :func:`featclf.linear._solver._lbfgs` minimises for ``n_classes`` classes."""
 
     def _smoothing(self) -> float:
         return 1.0
