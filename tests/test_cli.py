@@ -180,7 +180,9 @@ def test_unreadable_image_exits_1_with_the_cli_flag_as_hint(tmp_path, lenet_weig
 
 
 def test_ctrl_c_exits_130_without_traceback(tmp_path, lenet_weights):
-    write_images(tmp_path / "img", ["a.png", "b.png"])
+    # 400 images: seconds of work after torch's import, so a starved interrupter thread still
+    # lands inside the job (with 2 images the job once finished first, on a loaded machine).
+    write_images(tmp_path / "img", [f"{i}.png" for i in range(400)])
     # SIGINT arrives once the command is at work: when it starts importing torch (which only
     # the extract command's run function does).
     proc = python(f"""

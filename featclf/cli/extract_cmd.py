@@ -95,8 +95,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "(default 2)")
     p.add_argument("--gpus-per-actor", type=float, default=0, metavar="G",
                    help="with --engine ray: GPUs per actor; > 0 runs the network on CUDA")
-    p.add_argument("--shard-rows", type=_count(1), default=1024, metavar="N",
-                   help="vectors per shard (default 1024); a kill loses at most one shard")
+    p.add_argument("--shard-rows", type=_count(1), default=None, metavar="N",
+                   help="vectors per shard (default: about 8 MiB of vectors, 1024 to 16384); "
+                   "a kill loses at most one shard")
     p.add_argument("--dtype", choices=DTYPES, default=None,
                    help="storage dtype when the store is created (default float32); an "
                    "existing store's own dtype is used, and a different --dtype is refused")

@@ -15,6 +15,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from featclf.devices import resolve_device
+from featclf.linear._newton import GramPreconditioner, newton_squared_hinge, with_bias_column
 from featclf.linear._solver import _lbfgs, _n_threads, _torch_threads
 from featclf.params import Interval, StrOptions, check_params
 
@@ -43,12 +44,17 @@ class _TorchLinear(ClassifierMixin, BaseEstimator, metaclass=ABCMeta):
     def _smoothing(self) -> float:
         return 1.0
 
+    def _path_start(self, previous: tuple[np.ndarray, np.ndarray] | None,
+                    current: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Where a :func:`regularization_path` starts the next C: the last solution."""
+        return current
+
     def _check(self) -> None:
         check_params(self._parameter_constraints, self.get_params(deep=False),
                      type(self).__name__)  # fmt: skip
 
     def fit(self, X, y) -> _TorchLinear:
-        """Fit on the whole matrix with L-BFGS.
+        """Fit on the whole matrix (L-BFGS, or truncated Newton for the one-vs-rest SVM).
 
         Parameters
         ----------
@@ -64,7 +70,14 @@ class _TorchLinear(ClassifierMixin, BaseEstimator, metaclass=ABCMeta):
         self._check()
         return self._fit(X, y, init=None)
 
-    def _fit(self, X, y, *, init: tuple[np.ndarray, np.ndarray] | None) -> _TorchLinear:
+    def _fit(self, X, y, *, init: tuple[np.ndarray, np.ndarray] | None,
+             shared: dict | None = None) -> _TorchLinear:
+        """Fit from ``init`` (a solution in full ``(k, d)`` form) or zeros.
+
+        ``shared``: a dict a :func:`regularization_path` passes to every fit on the same
+        matrix, where the Newton solver keeps the matrix with its bias column and the Gram
+        preconditioner instead of rebuilding them for every C.
+        """
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], order="C",
                              y_numeric=False)  # fmt: skip
         check_classification_targets(y)
@@ -88,11 +101,14 @@ class _TorchLinear(ClassifierMixin, BaseEstimator, metaclass=ABCMeta):
             else:
                 W = torch.zeros(k, X.shape[1], device=device, dtype=dtype)
                 b = torch.zeros(k, device=device, dtype=dtype)
-            n_iter, converged = _lbfgs(
-                kind, Xt, target, W, b, C=float(self.C), fit_intercept=self.fit_intercept,
-                penalize_intercept=self._penalize_intercept, tol=float(self.tol),
-                max_iter=int(self.max_iter), smoothing=self._smoothing(),
-            )  # fmt: skip
+            if kind == "squared_hinge":
+                n_iter, converged = self._newton(Xt, target, W, b, shared)
+            else:
+                n_iter, converged = _lbfgs(
+                    kind, Xt, target, W, b, C=float(self.C), fit_intercept=self.fit_intercept,
+                    penalize_intercept=self._penalize_intercept, tol=float(self.tol),
+                    max_iter=int(self.max_iter), smoothing=self._smoothing(),
+                )  # fmt: skip
             W64 = W.detach().to("cpu", torch.float64).numpy()
             b64 = b.detach().to("cpu", torch.float64).numpy()
         # The solution in full (k, d) form, kept for warm starts along a path.
@@ -105,11 +121,31 @@ class _TorchLinear(ClassifierMixin, BaseEstimator, metaclass=ABCMeta):
         self.n_iter_ = n_iter
         self._converged = converged
         if not converged:
-            warnings.warn(f"{type(self).__name__} (L-BFGS) did not converge in {self.max_iter} "
-                          "iterations: increase max_iter, or scale the features "
-                          "(make_classifier(..., scale='standard'))", ConvergenceWarning,
-                          stacklevel=3)  # fmt: skip
+            solver = "Newton-CG" if kind == "squared_hinge" else "L-BFGS"
+            warnings.warn(f"{type(self).__name__} ({solver}) did not converge in "
+                          f"{self.max_iter} iterations: increase max_iter, or scale the "
+                          "features (make_classifier(..., scale='standard'))",
+                          ConvergenceWarning, stacklevel=3)  # fmt: skip
         return self
+
+    def _newton(self, Xt: torch.Tensor, target: torch.Tensor, W: torch.Tensor, b: torch.Tensor,
+                shared: dict | None) -> tuple[int, bool]:
+        """The one-vs-rest squared hinge by truncated Newton, the intercept a weight of ``[X, 1]``
+        (liblinear's penalised bias); ``W`` and ``b`` are updated in place."""
+        shared = {} if shared is None else shared
+        # One path, one matrix: the key only guards against a caller mixing them up.
+        key = (tuple(Xt.shape), Xt.dtype, Xt.device, self.fit_intercept)
+        if shared.get("key") != key:
+            Xa = with_bias_column(Xt) if self.fit_intercept else Xt
+            shared.update(key=key, X=Xa, preconditioner=GramPreconditioner.of(Xa))
+        Wa = torch.cat([W, b[:, None]], dim=1) if self.fit_intercept else W.clone()
+        n_iter, converged, self._n_products = newton_squared_hinge(
+            shared["X"], target, Wa, C=float(self.C), tol=float(self.tol),
+            max_iter=int(self.max_iter), preconditioner=shared["preconditioner"])
+        W.copy_(Wa[:, : W.shape[1]])
+        if self.fit_intercept:
+            b.copy_(Wa[:, -1])
+        return n_iter, converged
 
     @staticmethod
     def _target(kind: str, y_index: np.ndarray, n_classes: int, device, dtype) -> torch.Tensor:
@@ -223,8 +259,10 @@ class TorchLinearSVC(_TorchLinear):
     """Linear SVM solved in torch: squared hinge one-vs-rest, or Crammer-Singer.
 
     ``multi_class="ovr"`` minimises ``0.5 ||w_j||^2 + C * sum_i max(0, 1 - y_ij s_ij)^2`` for
-    every class ``j`` (all k problems in one L-BFGS run; they are independent): the objective
-    of ``LinearSVC(C=C, loss="squared_hinge")``. ``"crammer_singer"`` is one joint problem,
+    every class ``j``: the objective of ``LinearSVC(C=C, loss="squared_hinge")``, solved as
+    liblinear's primal solver does, by truncated Newton (all k independent problems side by
+    side, one matrix product for all; see :mod:`featclf.linear._newton`), a handful of Newton
+    steps at any C. ``"crammer_singer"`` is one joint problem, solved by L-BFGS:
     ``0.5 ||W||^2 + C * sum_i h_i`` with the Crammer-Singer hinge
     ``max_r (1[r != y_i] + s_ir - s_iy_i)`` replaced by its smooth upper bound
     ``smoothing * logsumexp_r(.../smoothing)`` (at most ``smoothing * log k`` above it), so that
@@ -243,7 +281,10 @@ class TorchLinearSVC(_TorchLinear):
         As in :class:`TorchLogisticRegression`, tighter: at a large C the squared hinge's
         objective is ill-conditioned, and at 1e-4 the fit stops short of liblinear's solution
         (0.4 points of accuracy apart at C=100 on MNIST-5k features; 0.2 at 1e-5).
-    fit_intercept, max_iter, device, dtype, n_threads
+    max_iter : int, default=1000
+        Newton steps (``"ovr"``) or L-BFGS iterations (``"crammer_singer"``) at most; a
+        ``ConvergenceWarning`` when reached.
+    fit_intercept, device, dtype, n_threads
         As in :class:`TorchLogisticRegression`. The intercept is penalised like a weight, as
         liblinear does (``LinearSVC(intercept_scaling=1)``).
 
@@ -287,6 +328,19 @@ class TorchLinearSVC(_TorchLinear):
 
     def _loss_kind(self, n_classes: int) -> str:
         return "squared_hinge" if self.multi_class == "ovr" else "crammer_singer"
+
+    def _path_start(self, previous, current):
+        """One-vs-rest: half a step on along the path, ``w_i + (w_i - w_{i-1}) / 2``.
+
+        On a log-spaced grid the Newton solver's solutions move smoothly with log C; measured
+        on the 45-C probe path (10k x 512 rows, 100 classes) this start costs 16% less than
+        the last solution, a whole step on (``w_i + (w_i - w_{i-1})``) 35% more (it
+        overshoots where the path bends).
+        """
+        if self.multi_class != "ovr" or previous is None or previous[0].shape != current[0].shape:
+            return current
+        return (current[0] + 0.5 * (current[0] - previous[0]),
+                current[1] + 0.5 * (current[1] - previous[1]))
 
     def _smoothing(self) -> float:
         return float(self.smoothing)

@@ -40,7 +40,9 @@ def regularization_path(estimator: _TorchLinear, X, y, Cs: Sequence[float]) -> l
     its problem is well conditioned and its solution near zero (a few iterations from a zero
     start); the solution then grows smoothly with C, so each fit starts close to its answer.
     Going the other way would begin with the hardest problem (large C: nearly unregularised,
-    ill-conditioned, many iterations) from nothing.
+    ill-conditioned, many iterations) from nothing. The one-vs-rest SVM starts half a step
+    beyond the last solution (``TorchLinearSVC._path_start``) and builds its Newton
+    preconditioner (the Gram matrix of ``X``) once for the whole path.
 
     Parameters
     ----------
@@ -73,17 +75,19 @@ def regularization_path(estimator: _TorchLinear, X, y, Cs: Sequence[float]) -> l
         raise ValueError("Cs is empty: give at least one value of C")
     estimator._check()
     steps: dict[int, PathStep] = {}
-    init = None
+    init = previous = None
+    shared: dict = {}  # what every fit on this X can reuse (the Newton solver's preconditioner)
     # check_X_y, not validate_data: the template estimator must stay unfitted.
     X, y = check_X_y(X, y, dtype=[np.float64, np.float32], order="C")
     for i in sorted(range(len(Cs)), key=Cs.__getitem__):
         fitted = clone(estimator).set_params(C=Cs[i])
         fitted._check()
         start = time.perf_counter()
-        fitted._fit(X, y, init=init)
+        fitted._fit(X, y, init=init, shared=shared)
         steps[i] = PathStep(Cs[i], fitted, time.perf_counter() - start, fitted.n_iter_,
                             fitted._converged)
-        init = fitted._solution
+        init = estimator._path_start(previous, fitted._solution)
+        previous = fitted._solution
     return [steps[i] for i in range(len(Cs))]
 
 

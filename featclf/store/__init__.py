@@ -21,10 +21,10 @@ Layout
         shard-<writer>-<seq>.json     the shard's index: sample digests, last known paths,
                                       labels, rows, dim, dtype, byte size and xxh3 checksum
         shard-<writer>-<seq>.keys     its key index: the same digests as fixed-width 128-bit
-                                      keys, rows, dim, dtype, checksum (a .npy, no JSON to
-                                      parse; see featclf.store._keys)
-        shards.keys                   optional: the key indexes of every shard the last
-                                      prune left, in one file (opening 1,000 shards reads it)
+                                      keys, rows, dim, dtype, checksum, text hashes of the
+                                      digests, paths, labels (a .npy; see featclf.store._keys)
+        shards.keys                   optional: the key indexes of every shard the last prune
+                                      (or a writer of 16+ shards) saw, in one file
       samples/<time>-<writer>.json    newer paths/labels of samples (a moved file, CLI labels)
       errors.csv                      unreadable images of the last `featclf extract` (CLI)
 
@@ -67,14 +67,13 @@ reader that knows a shard's index never finds other bytes under its name. A shar
 readers only once its index exists, so a killed process (``kill -9``) leaves at most a stray
 temporary file or a ``.npy`` without an index, both invisible and removed by ``prune``; every
 shard published before the kill is complete, because its bytes were written (and fsynced)
-before its name. A killed job
-therefore loses at most the vectors buffered for the shard in flight (``shard_rows`` rows or
-``flush_seconds`` of work). The directory itself is fsynced when a writer closes, not after
-every shard (a directory fsync costs about as much as writing a small shard), so a power loss
-may also forget the names of the last shards written: even if it kept an index and lost its
-shard's name, the index names the shard's byte size and checksum, and readers refuse a shard
-whose file is missing or of the wrong size or checksum. Lost vectors are simply missing, and
-recomputed.
+before its name. A killed job therefore loses at most the vectors buffered for the shard in
+flight (a shard's rows, about 8 MiB, or ``flush_seconds`` of work). The directory itself is
+fsynced when a writer closes, not after every shard (a directory fsync costs about as much as
+writing a small shard), so a power loss may also forget the names of the last shards
+written: even if it kept an index and lost its shard's name, the index names the shard's byte
+size and checksum, and readers refuse a shard whose file is missing or of the wrong size or
+checksum. Lost vectors are simply missing, and recomputed.
 
 Concurrency
 -----------
@@ -111,7 +110,8 @@ Modules
 -------
 ``_format`` (the bytes on disk: atomic writes, shard files, headers and checksums), ``_keys``
 (digest keys and the key index files), ``_index`` (a namespace's loaded indexes, lookups),
-``_writer`` (:class:`ShardWriter`),
+``_read`` (the hit path: a rerun, recognised by its digests' text hashes, is read shard by
+shard straight into the result), ``_writer`` (:class:`ShardWriter`),
 ``maintenance`` (info, verify, prune and compaction) and ``export`` (Parquet and NPZ).
 
 Examples
@@ -129,7 +129,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from numbers import Integral, Real
 from pathlib import Path
@@ -137,12 +136,11 @@ from pathlib import Path
 import numpy as np
 
 from featclf.fingerprint import digest_json
-from featclf.store import _samples
+from featclf.store import _read, _samples
 from featclf.store import export as _export
 from featclf.store import maintenance as _maintenance
 from featclf.store._format import (
     DTYPES,
-    DamagedShard,
     StoreError,
     StoreNotWritableWarning,
     atomic_write,
@@ -150,10 +148,9 @@ from featclf.store._format import (
     new_writer_id,
     open_store_meta,
     read_about,
-    read_rows,
     tree_bytes,
 )
-from featclf.store._index import ConfigIndex, open_index, plan_reads
+from featclf.store._index import ConfigIndex, open_index
 from featclf.store._keys import digest_keys
 from featclf.store._writer import ShardWriter
 from featclf.store.maintenance import ConfigInfo, PruneReport, VerifyReport
@@ -181,7 +178,7 @@ def _check_parameters(params: dict) -> None:
     shard_rows, flush = params["shard_rows"], params["flush_seconds"]
     if (isinstance(params["root"], str | os.PathLike)
             and (params["dtype"] is None or params["dtype"] in DTYPES)
-            and type(shard_rows) is int and shard_rows >= 1
+            and (shard_rows is None or type(shard_rows) is int and shard_rows >= 1)
             and type(flush) in (int, float) and flush > 0
             and type(params["create"]) is bool):
         return
@@ -190,7 +187,7 @@ def _check_parameters(params: dict) -> None:
     check_params({
         "root": [str, os.PathLike],
         "dtype": [StrOptions(set(DTYPES)), None],
-        "shard_rows": [Interval(Integral, 1, None, closed="left")],
+        "shard_rows": [Interval(Integral, 1, None, closed="left"), None],
         "flush_seconds": [Interval(Real, 0, None, closed="neither")],
         "create": ["boolean"],
     }, params, "FeatureStore")
@@ -211,8 +208,11 @@ class FeatureStore:
         How vectors are stored. None: the existing store's dtype, ``"float32"`` for a new store.
         ``float16`` halves the disk and read cost, at about 3 significant digits. Vectors are
         always returned as float32.
-    shard_rows : int, default=1024
-        Rows per shard written.
+    shard_rows : int or None, default=None
+        Rows per shard written, and the size ``prune(compact=True)`` merges small shards to.
+        None: each writer sizes its shards to about 8 MiB (1024 to 16384 rows by the vectors'
+        width: 16384 of 84 float32, 1024 of 2048), so that a read costs the bytes, not one
+        file per thousand rows; compaction then merges to 1024 rows.
     flush_seconds : float, default=10.0
         A writer writes what it buffered once the oldest row is this old, which bounds the work
         a killed job loses.
@@ -239,12 +239,12 @@ class FeatureStore:
     """
 
     def __init__(self, root: str | os.PathLike, *, dtype: str | None = None,
-                 shard_rows: int = 1024, flush_seconds: float = 10.0,
+                 shard_rows: int | None = None, flush_seconds: float = 10.0,
                  create: bool = True) -> None:
         _check_parameters({"root": root, "dtype": dtype, "shard_rows": shard_rows,
                            "flush_seconds": flush_seconds, "create": create})
         self.root = Path(root)
-        self.shard_rows = int(shard_rows)
+        self._shard_rows = None if shard_rows is None else int(shard_rows)
         self.flush_seconds = float(flush_seconds)
         self.dtype = open_store_meta(self.root, dtype, create=create)
 
@@ -252,8 +252,17 @@ class FeatureStore:
         return f"FeatureStore({str(self.root)!r}, dtype={self.dtype!r})"
 
     def __getstate__(self) -> dict:  # pickles (clone, joblib, Ray) carry settings, not caches
-        return {"root": self.root, "dtype": self.dtype, "shard_rows": self.shard_rows,
+        return {"root": self.root, "dtype": self.dtype, "_shard_rows": self._shard_rows,
                 "flush_seconds": self.flush_seconds}
+
+    def __setstate__(self, state: dict) -> None:  # featclf <= 0.2 pickled "shard_rows"
+        self.__dict__.update({"_shard_rows": state.get("shard_rows"), **state})
+        self.__dict__.pop("shard_rows", None)
+
+    @property
+    def shard_rows(self) -> int:
+        """Rows per shard of compaction (and of writers, when ``shard_rows`` was given)."""
+        return self._shard_rows or 1024
 
     # -- keys and namespaces ------------------------------------------------------------------
 
@@ -384,9 +393,8 @@ class FeatureStore:
             The configuration (or its key).
         digests : sequence of str or None, or numpy.ndarray
             Sample digests; None is never found. Or their keys, ``(n, 2)`` uint64 from
-            :meth:`digest_keys`: a caller that keeps keys skips converting strings on every
-            call (a million 32-hex digests take ~40 ms to convert, a third of reading their
-            84-float vectors).
+            :meth:`digest_keys`. The stored digests in the stored order (a rerun) are
+            recognised without converting a string (see :mod:`featclf.store._read`).
 
         Returns
         -------
@@ -400,30 +408,7 @@ class FeatureStore:
         UserWarning
             A damaged shard was skipped; its vectors count as missing.
         """
-        index = self._index(config)
-        while True:
-            with index.lock:  # the index is shared by the threads of this process
-                rows = index.find(digests)
-                found = rows >= 0
-                rows = rows[found]
-                out = np.empty((len(rows), index.dim or 0), dtype=np.float32)
-                tasks = plan_reads(index, rows)
-            try:
-                read_rows(index.directory, tasks, out)
-            except DamagedShard as exc:
-                stem, reason = exc.args
-                with index.lock:
-                    if not (index.directory / f"{stem}.json").exists():
-                        index.refresh()  # a concurrent prune rewrote or removed it: look again
-                        continue
-                    if index.distrust_keys(stem):
-                        continue  # its key index was wrong: read it as its JSON index says
-                    index.mark_damaged(stem, reason)
-                warnings.warn(f"feature store {self.root}: shard {stem} is damaged ({reason}); "
-                              "its vectors are treated as missing and will be recomputed. Run "
-                              "`featclf store verify` and `featclf store prune`.", stacklevel=2)
-                continue
-            return found, out
+        return _read.get(self, config, digests)
 
     def entries(self, config: dict | str) -> tuple[list[str], list, list, np.ndarray]:
         """Every vector of a configuration with its digest and last known path and label.

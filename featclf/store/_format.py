@@ -16,14 +16,12 @@ import functools
 import io
 import itertools
 import json
-import mmap
 import os
 import re
 import secrets
 import socket
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,9 +59,6 @@ LIVE_WRITER_SECONDS = 86400.0
 # checksum. A file written to after the check gets new times (or size, or inode), so it is
 # checked again. (The checksum, not "ok": an index read again may expect another one.)
 CHECKED: dict[tuple[str, int, int, int, int], str] = {}
-# Reads of many shards run in threads once there is this much to read.
-_READ_THREADS = min(4, os.cpu_count() or 1)
-_PARALLEL_READ_BYTES = 32 << 20
 
 
 class StoreError(ValueError):
@@ -345,7 +340,8 @@ def write_shard(directory: Path, next_stem: Callable[[], str], digests: list[str
                 os.unlink(directory / f"{stem}.npy")
             continue
         shard = Shard(stem, index["rows"], index["dim"], index["dtype"], index["bytes"],
-                      index["xxh3"], digest_keys(digests)[0])
+                      index["xxh3"], digest_keys(digests)[0],
+                      _json={k: index[k] for k in ("digests", "paths", "labels")})
         # The shard is published and complete; its key index only saves readers the JSON.
         # If it cannot be written (a full disk), readers use the JSON index.
         with contextlib.suppress(OSError):
@@ -434,122 +430,6 @@ def _readinto(fh, target: memoryview) -> int:
             break
         got += n
     return got
-
-
-def _pread_into(fd: int, buffers: list[memoryview]) -> int:
-    """Fill ``buffers`` from the start of ``fd`` (one ``preadv`` call, usually); the bytes read."""
-    total, offset = sum(len(b) for b in buffers), 0
-    while offset < total:
-        rest, skip = [], offset
-        for b in buffers:  # the parts not filled yet (a read may stop short of the end)
-            if skip >= len(b):
-                skip -= len(b)
-                continue
-            rest.append(b[skip:])
-            skip = 0
-        n = os.preadv(fd, rest, offset)
-        if not n:
-            break
-        offset += n
-    return offset
-
-
-def _read_shard_rows(path: str, shard: Shard, rows: np.ndarray, out: np.ndarray,
-                     slots: np.ndarray | slice, whole: bool) -> None:
-    """Copy ``shard[rows]`` into ``out[slots]`` (float32), checking what must be checked.
-
-    ``whole``: ``rows`` is every row of the shard in order and ``slots`` a slice. File
-    descriptors and ``preadv`` rather than file objects: a hit of many shards is a loop of
-    small calls, and Python's file layer costs more per call than the system calls do.
-
-    Raises
-    ------
-    DamagedShard
-        The file is missing, has the wrong size or header, or fails its checksum.
-    """
-    name = os.path.basename(path)
-    data_len = shard.rows * shard.dim * np.dtype(shard.dtype).itemsize
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise DamagedShard(f"{name}: file missing") from None
-    try:
-        st = os.fstat(fd)
-        if st.st_size != shard.nbytes:
-            raise DamagedShard(f"{name}: {st.st_size} bytes, its index says {shard.nbytes}")
-        ident = (path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        known = CHECKED.get(ident)
-        if known is not None and known != shard.checksum:
-            raise DamagedShard(f"{name}: checksum mismatch")
-        # Hashed here before, or unchanged since its writer (or prune) hashed it: see _keys.
-        checked = known is not None or shard.verified == ident[1:]
-        expected = expected_header(shard.rows, shard.dim, shard.dtype)
-        if len(expected) != shard.nbytes - data_len:
-            raise DamagedShard(f"{name}: its .npy header does not match its index")
-        if checked and len(rows) * 4 < shard.rows:
-            # A few rows of a shard already checked: map it instead of reading it all.
-            with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
-                if mapped[:len(expected)] != expected:
-                    raise DamagedShard(f"{name}: its .npy header does not match its index")
-                data = np.frombuffer(mapped, shard.dtype, offset=len(expected))
-                out[slots] = data.reshape(shard.rows, shard.dim)[rows]
-                del data  # (the map closes only once no array views it)
-            return
-        direct = whole and shard.dtype == "float32"
-        # Read straight into the caller's rows when they are the whole shard: one copy.
-        target = out[slots] if direct else np.empty((shard.rows, shard.dim), dtype=shard.dtype)
-        header = bytearray(len(expected))
-        raw = memoryview(target).cast("B")
-        got = _pread_into(fd, [memoryview(header), raw])
-    finally:
-        os.close(fd)
-    if header != expected:
-        raise DamagedShard(f"{name}: its .npy header does not match its index")
-    if got != shard.nbytes:
-        raise DamagedShard(f"{name}: truncated")
-    if not checked:
-        h = xxhash.xxh3_128()
-        h.update(header)
-        h.update(raw)
-        CHECKED[ident] = h.hexdigest()
-        if CHECKED[ident] != shard.checksum:
-            raise DamagedShard(f"{name}: checksum mismatch")
-    if not direct:
-        out[slots] = target if whole else target[rows]
-
-
-def read_rows(directory: Path, tasks: list[tuple], out: np.ndarray) -> None:
-    """Run read tasks (:func:`~featclf.store._index.plan_reads`) into ``out``.
-
-    Shards are immutable, so no lock is needed.
-
-    Raises
-    ------
-    DamagedShard
-        With ``(shard stem, reason)`` as its arguments.
-    """
-
-    folder = os.fspath(directory)
-
-    def read(task: tuple[Shard, np.ndarray, slice | np.ndarray, bool]) -> None:
-        shard, shard_rows, slots, whole = task
-        try:
-            _read_shard_rows(os.path.join(folder, f"{shard.name}.npy"), shard, shard_rows, out,
-                             slots, whole)
-        except DamagedShard as exc:
-            raise DamagedShard(shard.name, str(exc)) from None
-
-    workers = min(len(tasks), _READ_THREADS)
-    if workers > 1 and out.nbytes >= _PARALLEL_READ_BYTES and \
-            any(task[0].verified is None for task in tasks):
-        # File reads and xxh3 release the GIL: shards to hash are read and checked side by
-        # side, each into its own rows of ``out``. (Shards that need no hashing are read in
-        # one thread: threads then add CPU time and no speed, the copy being memory-bound.)
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(read, tasks))
-    else:
-        for task in tasks:
-            read(task)
 
 
 # --------------------------------------------------------------------------------------------

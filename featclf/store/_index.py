@@ -322,13 +322,19 @@ def open_index(root: Path, key: str) -> ConfigIndex:
     return index
 
 
-def upgrade_keys(directory: Path, tmp_tag: str) -> int:
+def upgrade_keys(directory: Path, tmp_tag: str, *, wrote: int = 0) -> int:
     """Write key indexes for the shards this process read through their JSON index (an old
     store): called by writers on close, so writing to a store upgrades it. Returns how many
-    were written. Only indexes already loaded are used: nothing is parsed for this."""
+    were written. Only indexes already loaded are used: nothing is parsed for this.
+
+    A writer that wrote ``wrote >= 16`` shards also describes the namespace (its next reader
+    then reads one key index, not one per shard); so does one whose process knows that 64
+    shards are not described."""
     with _INDEXES_LOCK:
         index = INDEXES.get(os.path.abspath(directory))
     if index is None:
+        if wrote >= _NAMESPACE_KEYS_FROM:
+            describe_namespace(directory, tmp_tag)
         return 0
     written = 0
     with index.lock:
@@ -350,7 +356,7 @@ def upgrade_keys(directory: Path, tmp_tag: str) -> int:
     except FileNotFoundError:
         names = []
     undescribed = len(names) - len(described.intersection(names))
-    if undescribed >= _DESCRIBE_FROM:
+    if undescribed >= _DESCRIBE_FROM or (wrote >= _NAMESPACE_KEYS_FROM and undescribed):
         named = describe_namespace(index.directory, tmp_tag)
         with index.lock:
             index.described |= named

@@ -10,8 +10,14 @@ little-endian uint64::
     [0] magic, version        [1] rows, dim             [2] dtype code, shard bytes
     [3] the shard's xxh3-128  [4, 5] the shard file's (inode, size), (mtime_ns, ctime_ns)
     [6, 7] the same for the JSON index                  [8] flags (1: digests are lowercase
-    [9 : 9 + rows] the digests' 128-bit keys, in row order      32-hex, the keys' own hex)
+    [9] xxh3-128 of the digests as text (digests_hash)      32-hex, the keys' own hex; 2, 4,
+    [10], [11] the same of the paths, the labels            8: rows 9, 10, 11 are recorded)
+    [12 : 12 + rows] the digests' 128-bit keys, in row order
     [-1] xxh3-64 of every byte before it
+
+(Version 1, still read, had no rows 9-11.) The text hashes let a rerun, whose digests and
+paths are the stored ones in the stored order, be recognised without converting a string to
+a key or parsing a JSON index: see :func:`digests_hash`.
 
 It is written after the JSON index (and not fsynced: a torn one fails its own checksum). A
 reader trusts it only when its own checksum holds and the JSON index still has the inode,
@@ -44,6 +50,7 @@ import xxhash
 from featclf.store._format import (
     DTYPES,
     SHARD_FORMAT,
+    as_label,
     atomic_write,
     expected_header,
     index_checksum_ok,
@@ -127,12 +134,71 @@ def hex_digests(keys: np.ndarray) -> list[str]:
     return [text[i:i + 32] for i in range(0, len(text), 32)]
 
 
-# The key index: magic ("fclfkeys"), format version, rows of header before the keys.
+# The key index: magic ("fclfkeys"), format version, rows of header before the keys (per
+# version: version 1 had no text hashes; it is still read).
 KEYS_SUFFIX = ".keys"
 _KEYS_MAGIC = int.from_bytes(b"fclfkeys", "little")
-_KEYS_VERSION = 1
-_KEYS_HEAD = 9
-_HEX_FLAG = 1
+_KEYS_VERSION = 2
+_KEYS_HEADS = {1: 9, 2: 12}
+_KEYS_HEAD = _KEYS_HEADS[_KEYS_VERSION]
+# Flags: digests are the keys' lowercase hex; which text hashes (rows 9-11) are recorded.
+_HEX_FLAG, _DIGESTS_HASH, _PATHS_HASH, _LABELS_HASH = 1, 2, 4, 8
+
+
+def digests_hash(digests: Sequence[str]) -> bytes | None:
+    """xxh3-128 of the digests joined by spaces (None when one is not a str).
+
+    A shard records it for its digests (which are 32-hex: no spaces), so a query whose rows
+    are the shard's digests in order is recognised by hashing its text, one C pass over the
+    strings, without converting them to keys. Equal hashes of equally many strings mean equal lists:
+    the stored text has exactly ``rows - 1`` spaces, so no queried string holds one, and
+    cutting both texts at their spaces gives the same strings. (The store already trusts
+    128-bit xxh3 to name content: the digests themselves are such hashes.)
+
+    Examples
+    --------
+    >>> digests_hash(["ab", "cd"]) == digests_hash(["ab", "cd"]) != digests_hash(["a", "bcd"])
+    True
+    >>> digests_hash(["ab", None]) is None
+    True
+    """
+    h = xxhash.xxh3_128()
+    step = 1024  # (the text of 1024 digests at a time stays in the CPU's cache)
+    try:
+        for start in range(0, len(digests), step):
+            if start:
+                h.update(b" ")
+            h.update(" ".join(digests[start:start + step]).encode("utf-8", "surrogatepass"))
+    except TypeError:
+        return None
+    return h.digest()
+
+
+def paths_hash(paths: Sequence[str | None]) -> bytes | None:
+    """xxh3-128 of paths joined by NUL (None when one is None or holds a NUL: then two lists
+    could join to the same text)."""
+    try:
+        text = "\0".join(paths)
+    except TypeError:
+        return None
+    if text.count("\0") != max(len(paths) - 1, 0):
+        return None
+    return xxhash.xxh3_128_digest(text.encode("utf-8", "surrogatepass"))
+
+
+def labels_hash(labels: Sequence | np.ndarray) -> bytes:
+    """xxh3-128 of labels as the JSON index writes them (:func:`~featclf.store._format.as_label`).
+
+    Examples
+    --------
+    >>> labels_hash(np.array([3, 5])) == labels_hash([3, np.int64(5)]) != labels_hash([3, "5"])
+    True
+    """
+    if isinstance(labels, np.ndarray) and labels.dtype.kind in "biufU":
+        values = labels.tolist()  # (Python scalars: what as_label gives, without a loop)
+    else:
+        values = [as_label(lab) for lab in labels]
+    return xxhash.xxh3_128_digest(json_bytes(values))
 
 
 def file_stat(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -164,6 +230,9 @@ class Shard:
     hex_keys: bool = False  # digests are the lowercase hex of keys
     fallback: str | None = None  # why the JSON index was read (None: the key index was)
     described: bool = False  # read from the namespace key index
+    # xxh3-128 of the digests, the paths and the labels as text (see digests_hash): None when
+    # not recorded (an older key index, or no paths / labels)
+    text_hashes: tuple[bytes | None, bytes | None, bytes | None] = (None, None, None)
     _json: dict | None = field(default=None, repr=False)
 
     @classmethod
@@ -226,6 +295,34 @@ class Shard:
             np.array_equal(self.keys, other.keys)
 
 
+def _text_hashes(shard: Shard, digests: Sequence[str], hex_keys: bool
+                 ) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """The text hashes a key index records: of the digests (when they are 32-hex), and of the
+    paths and labels when the JSON index's are at hand (a shard just written or read as
+    JSON; nothing is parsed for them)."""
+    data = shard._json or {}
+    paths, labels = data.get("paths"), data.get("labels")
+    return (digests_hash(digests) if hex_keys else None,
+            paths_hash(paths) if paths is not None else None,
+            labels_hash(labels) if labels is not None else None)
+
+
+def _flags(hex_keys: bool, hashes: tuple) -> int:
+    return (_HEX_FLAG if hex_keys else 0) | sum(
+        bit for bit, h in zip((_DIGESTS_HASH, _PATHS_HASH, _LABELS_HASH), hashes) if h)
+
+
+def _hash_rows(hashes: tuple) -> np.ndarray:
+    return np.frombuffer(b"".join(h or bytes(16) for h in hashes), "<u8").reshape(3, 2)
+
+
+def _read_hashes(raw: bytes | memoryview, at: int, flags: int
+                 ) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """The text hashes recorded from byte ``at`` on (as ``flags`` says which are)."""
+    return tuple(bytes(raw[at + 16 * i:at + 16 * i + 16]) if flags & bit else None
+                 for i, bit in enumerate((_DIGESTS_HASH, _PATHS_HASH, _LABELS_HASH)))
+
+
 def keys_bytes(shard: Shard, digests: Sequence[str], index_stat: tuple[int, int, int, int],
                verified: tuple[int, int, int, int] | None) -> bytes:
     """The bytes of a shard's key index (see the module docstring for the layout)."""
@@ -237,7 +334,9 @@ def keys_bytes(shard: Shard, digests: Sequence[str], index_stat: tuple[int, int,
     table[3] = np.frombuffer(bytes.fromhex(shard.checksum), "<u8")
     table[4:6] = np.reshape(verified or (0, 0, 0, 0), (2, 2))
     table[6:8] = np.reshape(index_stat, (2, 2))
-    table[8] = (_HEX_FLAG if hex_keys else 0, 0)
+    hashes = _text_hashes(shard, digests, hex_keys)
+    table[8] = (_flags(hex_keys, hashes), 0)
+    table[9:12] = _hash_rows(hashes)
     table[_KEYS_HEAD:-1] = shard.keys
     header = expected_header(len(table), 2, "uint64")
     body = header + table[:-1].tobytes()
@@ -272,14 +371,14 @@ def read_keys(directory: str | Path, stem: str, index_stat: tuple[int, int, int,
     except FileNotFoundError:
         raise ValueError("no key index") from None
     head = 128  # np.save's header of a 2-column uint64 array below 10**20 rows
-    if len(raw) < head + 16 * (_KEYS_HEAD + 1) or (len(raw) - head) % 16:
+    if len(raw) < head + 16 * (_KEYS_HEADS[1] + 1) or (len(raw) - head) % 16:
         raise ValueError(f"key index of {len(raw)} bytes (torn)")
-    top = np.frombuffer(raw, "<u8", count=2 * _KEYS_HEAD, offset=head).tolist()
-    if top[0] != _KEYS_MAGIC or top[1] != _KEYS_VERSION:
+    top = np.frombuffer(raw, "<u8", count=2 * _KEYS_HEADS[1], offset=head).tolist()
+    if top[0] != _KEYS_MAGIC or top[1] not in _KEYS_HEADS:
         raise ValueError("not a key index of this featclf version")
-    rows, dim = top[2], top[3]
+    rows, dim, n_head = top[2], top[3], _KEYS_HEADS[top[1]]
     n_table = (len(raw) - head) // 16
-    if n_table != rows + _KEYS_HEAD + 1 or raw[:head] != expected_header(n_table, 2, "uint64") \
+    if n_table != rows + n_head + 1 or raw[:head] != expected_header(n_table, 2, "uint64") \
             or xxhash.xxh3_64_intdigest(memoryview(raw)[:-16]) != \
             int.from_bytes(raw[-16:-8], "little"):
         raise ValueError("key index fails its own checksum (torn or damaged)")
@@ -288,10 +387,12 @@ def read_keys(directory: str | Path, stem: str, index_stat: tuple[int, int, int,
     if top[4] >= len(DTYPES):
         raise ValueError(f"unknown dtype code {top[4]}")
     verified = tuple(top[8:12])
-    keys = np.frombuffer(raw, "<u8", count=2 * rows, offset=head + 16 * _KEYS_HEAD)
+    keys = np.frombuffer(raw, "<u8", count=2 * rows, offset=head + 16 * n_head)
+    flags = top[16] if top[1] > 1 else top[16] & _HEX_FLAG
     return Shard(stem, rows, dim, DTYPES[top[4]], top[5], raw[head + 48:head + 64].hex(),
                  keys.reshape(rows, 2), directory, "keys", verified if any(verified) else None,
-                 index_stat, bool(top[16] & _HEX_FLAG))
+                 index_stat, bool(flags & _HEX_FLAG),
+                 text_hashes=_read_hashes(raw, head + 16 * 9, flags))
 
 
 def read_shard(directory: str | Path, name: str, st: os.stat_result | None = None, *,
@@ -322,10 +423,12 @@ def read_shard(directory: str | Path, name: str, st: os.stat_result | None = Non
 
 # The namespace's key index: every shard a prune left, in one file, so that opening a
 # namespace of 1,000 shards reads one file instead of 1,000. Per shard, _NS_RECORD rows: the
-# stem (8 rows, NUL-padded), then rows 1-8 of its own key index's layout.
+# stem (8 rows, NUL-padded), then rows 1-8 of its own key index's layout (version 2: and
+# rows 9-11, its text hashes).
 NAMESPACE_KEYS = "shards.keys"
 _NS_MAGIC = int.from_bytes(b"fclfnskv", "little")
-_NS_RECORD = 16
+_NS_RECORDS = {1: 16, 2: 19}
+_NS_RECORD = _NS_RECORDS[_KEYS_VERSION]
 _STEM_BYTES = 128
 
 
@@ -347,7 +450,8 @@ def namespace_keys_bytes(shards: Sequence[Shard]) -> bytes:
         record[10] = np.frombuffer(bytes.fromhex(shard.checksum), "<u8")
         record[11:13] = np.reshape(shard.verified or (0, 0, 0, 0), (2, 2))
         record[13:15] = np.reshape(shard.index_stat, (2, 2))
-        record[15] = (_HEX_FLAG if shard.hex_keys else 0, 0)
+        record[15] = (_flags(shard.hex_keys, shard.text_hashes), 0)
+        record[16:19] = _hash_rows(shard.text_hashes)
         table[at:at + shard.rows] = shard.keys
         at += shard.rows
     body = expected_header(len(table), 2, "uint64") + table[:-1].tobytes()
@@ -376,26 +480,29 @@ def read_namespace_keys(directory: Path) -> dict[str, Shard]:
     if len(raw) < head + 48 or (len(raw) - head) % 16:
         return {}
     table = np.frombuffer(raw, "<u8", offset=head).reshape(-1, 2)
-    n, total = int(table[1, 0]), int(table[1, 1])
-    if int(table[0, 0]) != _NS_MAGIC or int(table[0, 1]) != _KEYS_VERSION or \
-            len(table) != 2 + _NS_RECORD * n + total + 1 or \
+    n, total, version = int(table[1, 0]), int(table[1, 1]), int(table[0, 1])
+    size = _NS_RECORDS.get(version, 0)
+    if int(table[0, 0]) != _NS_MAGIC or not size or \
+            len(table) != 2 + size * n + total + 1 or \
             raw[:head] != expected_header(len(table), 2, "uint64") or \
             xxhash.xxh3_64_intdigest(memoryview(raw)[:-16]) != int(table[-1, 0]):
         return {}
-    records = table[2:2 + _NS_RECORD * n].reshape(n, _NS_RECORD * 2).tolist()
+    records = table[2:2 + size * n].reshape(n, size * 2).tolist()
     out: dict[str, Shard] = {}
-    at = 2 + _NS_RECORD * n
+    at = 2 + size * n
     for i, record in enumerate(records):
         rows, dim, code, nbytes = record[16:20]
         if code >= len(DTYPES):
             return {}
-        start = head + 16 * (2 + _NS_RECORD * i)  # the record's first byte in the file
+        flags = record[30] if version > 1 else record[30] & _HEX_FLAG
+        start = head + 16 * (2 + size * i)  # the record's first byte in the file
         name = raw[start:start + _STEM_BYTES].rstrip(b"\0").decode()
         checksum = raw[start + 160:start + 176].hex()
         verified = tuple(record[22:26])
         out[name] = Shard(name, rows, dim, DTYPES[code], nbytes, checksum,
                           table[at:at + rows], directory, "keys",
                           verified if any(verified) else None, tuple(record[26:30]),
-                          bool(record[30] & _HEX_FLAG))
+                          bool(flags & _HEX_FLAG),
+                          text_hashes=_read_hashes(raw, start + 16 * 16, flags))
         at += rows
     return out

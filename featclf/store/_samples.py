@@ -25,6 +25,8 @@ from featclf.store._format import (
     json_bytes,
     new_writer_id,
 )
+from featclf.store._keys import labels_hash, paths_hash
+from featclf.store._read import stored_prefix
 
 if TYPE_CHECKING:
     from featclf.store import FeatureStore
@@ -35,14 +37,40 @@ _UNRECORDED: set[str] = set()
 
 def stale_samples(store: FeatureStore, config: dict | str, digests: Sequence[str | None],
                   paths: Sequence[str | None], *, labels: Sequence | None = None) -> np.ndarray:
-    """Which stored samples the shards of ``config`` know by another path (or label)."""
+    """Which stored samples the shards of ``config`` know by another path (or label).
+
+    A rerun reads no JSON index: the leading shards whose digests the query repeats in order
+    (:func:`~featclf.store._read.stored_prefix`) are compared by the xxh3-128 of their paths
+    and labels as text, which their key index records (equal texts: equal paths, labels as
+    the JSON index holds them). A shard whose hashes differ or are not recorded, and every
+    other digest, are compared row by row with the JSON index, as before.
+    """
     index = store._index(config)
-    with index.lock:
-        rows = index.find(digests)
-        held = np.flatnonzero(rows >= 0)  # (a prune may run meanwhile: look them up once)
-        located = index.locate(rows[held])
-    stale = np.zeros(len(digests), dtype=bool)
-    for i, (shard, r) in zip(held.tolist(), located):
+    n = len(digests)
+    with index.lock:  # (a prune may run meanwhile: look them up once)
+        prefix = stored_prefix(index, digests) if n else 0
+        leading = [(s, start) for s, start in zip(index.shards, index.starts) if start < prefix]
+        rest = index.find(digests[prefix:]) if prefix < n else np.empty(0, dtype=np.int64)
+        held = prefix + np.flatnonzero(rest >= 0)
+        located = index.locate(rest[rest >= 0])
+    stale = np.zeros(n, dtype=bool)
+    for shard, start in leading:  # the query's rows start... are this shard's, in order
+        part = slice(start, start + shard.rows)
+        _, stored_paths, stored_labels = shard.text_hashes
+        if stored_paths is not None and paths_hash(paths[part]) == stored_paths and (
+                labels is None or stored_labels is not None and
+                labels_hash(labels[part]) == stored_labels):
+            continue
+        _compare(stale, range(start, start + shard.rows),
+                 [(shard, r) for r in range(shard.rows)], paths, labels)
+    _compare(stale, held.tolist(), located, paths, labels)
+    return stale
+
+
+def _compare(stale: np.ndarray, positions, located: list, paths: Sequence,
+             labels: Sequence | None) -> None:
+    """Mark the positions whose path (or label) differs from the JSON index's, row by row."""
+    for i, (shard, r) in zip(positions, located):
         try:  # (paths and labels are in the JSON index, read now if not yet)
             old_path = shard.paths[r] if shard.paths else None
             old_label = shard.labels[r] if shard.labels else None
@@ -51,7 +79,6 @@ def stale_samples(store: FeatureStore, config: dict | str, digests: Sequence[str
             continue
         new_label = labels is not None and as_label(labels[i]) != old_label
         stale[i] = paths[i] != old_path or new_label
-    return stale
 
 
 def record_samples(store: FeatureStore, digests: Sequence[str | None],

@@ -14,13 +14,37 @@ from featclf.store._index import upgrade_keys
 if TYPE_CHECKING:
     from featclf.store import FeatureStore
 
+# Shards a writer sizes itself (FeatureStore(shard_rows=None)): about this many bytes, in rows
+# that are a power of two within these bounds. A shard is one file to open, one index and one
+# key index to write and read: at 1024 rows of 84 floats (344 KB) a million vectors are 977
+# files, and the per-file costs weigh as much as the bytes. 8 MiB keeps a writer's buffer
+# small, and what a killed job loses is bounded by flush_seconds anyway; 16384 rows bound the
+# JSON index (digests, paths, labels) of a shard.
+SHARD_BYTES = 8 << 20
+_MIN_ROWS, _MAX_ROWS = 1024, 16384
+
+
+def auto_shard_rows(dim: int, itemsize: int) -> int:
+    """Rows of a writer-sized shard of ``dim``-wide vectors of ``itemsize`` bytes each.
+
+    Examples
+    --------
+    >>> [auto_shard_rows(dim, size) for dim, size in ((84, 4), (2048, 4), (512, 2), (8, 4))]
+    [16384, 1024, 8192, 16384]
+    """
+    rows = _MIN_ROWS
+    while rows * 2 <= _MAX_ROWS and rows * 2 * dim * itemsize <= SHARD_BYTES:
+        rows *= 2
+    return rows
+
 
 class ShardWriter:
     """Buffers vectors of one configuration and writes them as shards.
 
     Made by :meth:`FeatureStore.writer`.
 
-    A shard is written when ``shard_rows`` rows are buffered, when the oldest buffered row is
+    A shard is written when ``shard_rows`` rows are buffered (see :func:`auto_shard_rows` for
+    the default), when the oldest buffered row is
     ``flush_seconds`` old, on :meth:`flush` and on :meth:`close` (the context manager closes).
     Its files carry this writer's own id (host, pid, random token, serial number), so any
     number of writers fill one namespace side by side; a shard never replaces a file.
@@ -50,6 +74,7 @@ class ShardWriter:
         self._buffered = 0
         self._since: float | None = None
         self._dim: int | None = None
+        self._rows = store._shard_rows  # rows per shard (None: sized by the first vectors)
 
     def __enter__(self) -> ShardWriter:
         return self
@@ -79,6 +104,8 @@ class ShardWriter:
                              f"got shape {vectors.shape}")
         if self._dim is None:
             self._dim = vectors.shape[1]
+            if self._rows is None:
+                self._rows = auto_shard_rows(self._dim, vectors.dtype.itemsize)
         elif vectors.shape[1] != self._dim:
             raise ValueError(f"vectors have {vectors.shape[1]} values, earlier ones had "
                              f"{self._dim}; one configuration gives one dimension")
@@ -103,7 +130,7 @@ class ShardWriter:
             self._since = time.monotonic()
         if time.monotonic() - self._since >= self.store.flush_seconds:
             self.flush()  # slow networks: bound the work a kill can lose
-        elif self._buffered >= self.store.shard_rows:
+        elif self._buffered >= self._rows:
             self._write(whole_shards_only=True)
 
     def flush(self) -> None:
@@ -119,7 +146,7 @@ class ShardWriter:
         has_labels = any(part[3] is not None for part in self._buffer)
         labels = [lab for part in self._buffer
                   for lab in (part[3] if part[3] is not None else [None] * len(part[0]))]
-        step = self.store.shard_rows
+        step = self._rows
         end = len(digests) - len(digests) % step if whole_shards_only else len(digests)
         for start in range(0, end, step):
             stop = min(start + step, end)
@@ -151,5 +178,5 @@ class ShardWriter:
         """
         self.flush()
         if self.shards:
-            upgrade_keys(self.directory, self.writer_id)
+            upgrade_keys(self.directory, self.writer_id, wrote=len(self.shards))
             fsync_dir(self.directory)
