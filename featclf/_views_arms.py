@@ -6,7 +6,8 @@ training image *and* on the features of ``K`` augmented views of each
 (:func:`featclf.extract.views.extract_views`, kept in the feature store under the image, the
 augmentation, the seed and the view index, so a rerun computes none). Each view keeps its
 image's label; the cross-validation that chooses C keeps all rows of one image in one fold
-(``groups``), so no image is on both sides of a fold. C is still chosen on training data only
+(``groups``), so no image is on both sides of a fold, and scores a held-out fold on its clean
+rows only (``scored``), as the test is scored. C is still chosen on training data only
 and every arm is scored on the same clean test features, paired against the same softmax
 head. The group's ``layer`` is :func:`featclf.comparison.views_label`:
 ``"penultimate + 4 views"``.
@@ -97,9 +98,9 @@ def views_setup(augment: str | None, views: int, description: str | None = None
         out["augmentation"] += (
             f"; the '+ {views} views' rows' classifiers trained on the clean features of every "
             f"training image and on {views} augmented views of each (each view labelled as its "
-            "image; cross-validation folds grouped by image, so no image is on both sides; their "
-            "CV accuracy scores the held-out images' views too, so it reads lower than that of "
-            "clean features); every row is tested on the clean test images"
+            "image; cross-validation folds grouped by image, so no image is on both sides, and "
+            "scored on the held-out images' clean features only, as the test is); every row is "
+            "tested on the clean test images"
         )
         if description:
             out["views"] = description
@@ -154,6 +155,7 @@ class ViewsArm:
     features: Features
     y_train: np.ndarray
     groups: np.ndarray
+    scored: np.ndarray  # the clean rows: what a held-out fold is scored on
 
 
 def views_arms(run: Experiment, model: str, labels: Sequence[str],
@@ -186,6 +188,7 @@ def views_arms(run: Experiment, model: str, labels: Sequence[str],
         arms[layer] = ViewsArm(
             views_label(layer, n_views),
             Features(rows, clean.validation, clean.test, clean.seconds + out.seconds), y, groups,
+            np.arange(len(rows)) < len(clean.train),
         )  # fmt: skip
     return arms, str(out.description)
 
@@ -197,6 +200,6 @@ def add_views_group(run: Experiment, model: str, arm: ViewsArm, baselines: Seque
     outcomes = list(baselines)
     for classifier in classifiers:
         outcomes += run.sweep(model, arm.label, classifier, arm.features, y_train=arm.y_train,
-                              groups=arm.groups, grid=list(grids[classifier]),
+                              groups=arm.groups, scored=arm.scored, grid=list(grids[classifier]),
                               **sweep_options)  # fmt: skip
     run.add_group(model, arm.label, outcomes, reference)

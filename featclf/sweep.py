@@ -264,7 +264,7 @@ def sweep(
     y_test: np.ndarray, classes: np.ndarray, *, grid: Sequence[float],
     options: Mapping[str, Any], cv: int, n_jobs: int | None, random_state: int | None,
     n_resamples: int, confidence: float, solver: str = "auto",
-    groups: np.ndarray | None = None,
+    groups: np.ndarray | None = None, scored: np.ndarray | None = None,
 ) -> list[Outcome]:  # fmt: skip
     """Select C for one classifier on training data only; score every C on the test features.
 
@@ -281,6 +281,10 @@ def sweep(
         One group id per training row (e.g. the image that augmented views come from): the
         cross-validation folds are then ``StratifiedGroupKFold``, so no group is split across
         folds. Ignored when the split has a validation part (the folds are then fixed).
+    scored : numpy.ndarray of bool, shape (len(y_train),), or None, default=None
+        Which training rows a held-out fold is scored on (None: all). Rows outside it are
+        trained on but never scored: augmented views, when the test is on clean images only.
+        Ignored when the split has a validation part.
 
     Returns
     -------
@@ -302,10 +306,9 @@ def sweep(
     >>> [o.row["C"] for o in outcomes], sum(o.row["selected"] for o in outcomes)
     ([0.1, 1.0], 1)
     """
-    if groups is not None:
-        groups = np.asarray(groups)
-        if groups.shape != (len(y_train),):
-            raise ValueError(f"groups has shape {groups.shape}: give one group per training row, "
+    for what, rows in (("groups", groups), ("scored", scored)):
+        if rows is not None and np.shape(rows) != (len(y_train),):
+            raise ValueError(f"{what} has shape {np.shape(rows)}: give one per training row, "
                              f"shape ({len(y_train)},)")
     used = resolve_solver(solver, name, *features.train.shape)
     pipeline = make_classifier(name, **options, **({"solver": "torch"} if used == "torch"
@@ -325,20 +328,23 @@ def sweep(
         F_select, y_select = features.train, y_train
         splitter = StratifiedKFold(n_splits=cv, shuffle=True, random_state=random_state)
     split_groups = groups if groups is not None and not len(features.validation) else None
+    splits = list(splitter.split(F_select, y_select, split_groups))
+    if scored is not None and not len(features.validation):
+        keep = np.asarray(scored, dtype=bool)
+        splits = [(fit, held[keep[held]]) for fit, held in splits]
     if used == "torch":
-        splits = list(splitter.split(F_select, y_select, split_groups))
         cv_scores, fits = _torch_sweep(pipeline, grid, splits, F_select, y_select,
                                        features.train, y_train, features.test)  # fmt: skip
         # GridSearchCV's choice: the best mean accuracy, the first (smallest C) on ties.
         chosen = int(np.flatnonzero(cv_scores == cv_scores.max())[0])
     else:
         search = GridSearchCV(
-            pipeline, {_C_PARAM: list(grid)}, cv=splitter, n_jobs=n_jobs, refit=False,
+            pipeline, {_C_PARAM: list(grid)}, cv=splits, n_jobs=n_jobs, refit=False,
             error_score="raise",
         )  # fmt: skip
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            search.fit(F_select, y_select, groups=split_groups)
+            search.fit(F_select, y_select)
         cv_scores = search.cv_results_["mean_test_score"]
         chosen = int(search.best_index_)  # ties: the first, i.e. the smallest C
 

@@ -180,20 +180,23 @@ def test_unreadable_image_exits_1_with_the_cli_flag_as_hint(tmp_path, lenet_weig
 
 
 def test_ctrl_c_exits_130_without_traceback(tmp_path, lenet_weights):
-    # 400 images: seconds of work after torch's import, so a starved interrupter thread still
-    # lands inside the job (with 2 images the job once finished first, on a loaded machine).
-    write_images(tmp_path / "img", [f"{i}.png" for i in range(400)])
-    # SIGINT arrives once the command is at work: when it starts importing torch (which only
-    # the extract command's run function does).
+    write_images(tmp_path / "img", [f"{i}.png" for i in range(40)])
+    # SIGINT arrives while the command is at work: as the first vectors reach the store. The
+    # child restores Python's handler: a test run started in the background (`make test &`)
+    # inherits SIGINT ignored, and the job would then finish (rc 0, nothing on stderr).
     proc = python(f"""
-        import os, signal, sys, threading, time
+        import os, signal, sys
+        from featclf.store import _writer
 
-        def interrupt():
-            while "torch" not in sys.modules:
-                time.sleep(0.001)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        add = _writer.ShardWriter.add
+
+        def add_then_interrupt(self, *args, **kwargs):
             os.kill(os.getpid(), signal.SIGINT)
+            return add(self, *args, **kwargs)
 
-        threading.Thread(target=interrupt, daemon=True).start()
+        _writer.ShardWriter.add = add_then_interrupt
         from featclf.cli import main
         sys.exit(main(["extract", "--model", "lenet5", "--weights", {str(lenet_weights)!r},
                        "--images", {str(tmp_path / "img")!r},

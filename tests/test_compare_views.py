@@ -77,7 +77,8 @@ def test_views_arms_train_on_the_clean_features_and_every_view(runs):
 
 def test_views_cross_validation_is_grouped_by_image(runs, digits):
     """The views arm's CV accuracies are those of a sweep whose folds keep each image's clean
-    row and views together, rebuilt here from the store the comparison wrote."""
+    row and views together, and score the held-out images' clean rows only, rebuilt here from
+    the store the comparison wrote."""
     (run, _), store = runs
     X, y = digits
     train, test = run.split.train, run.split.test
@@ -99,13 +100,19 @@ def test_views_cross_validation_is_grouped_by_image(runs, digits):
     features = Features(F, F[:0], extractor.extract(X[test]).features, 1.0)
     options = {"grid": GRID, "options": {}, "cv": 2, "n_jobs": None, "random_state": 0,
                "n_resamples": 100, "confidence": 0.95}  # fmt: skip
+    clean_rows = np.arange(len(F)) < len(train)
     grouped = sweep("logistic", features, labels, y[:0], y[test], run.classes, groups=groups,
-                    **options)  # fmt: skip
-    ungrouped = sweep("logistic", features, labels, y[:0], y[test], run.classes, **options)
+                    scored=clean_rows, **options)  # fmt: skip
+    ungrouped = sweep("logistic", features, labels, y[:0], y[test], run.classes,
+                      scored=clean_rows, **options)  # fmt: skip
+    all_rows = sweep("logistic", features, labels, y[:0], y[test], run.classes, groups=groups,
+                     **options)  # fmt: skip
     rows = run.results[(run.results["layer"] == VIEWS) & (run.results["classifier"] == "logistic")]
     assert rows["cv_accuracy"].tolist() == [o.row["cv_accuracy"] for o in grouped]
-    # Folds that split an image's views would have scored otherwise (the leak shows).
+    # Folds that split an image's views would have scored otherwise (the leak shows), and so
+    # would folds that score the held-out views too.
     assert rows["cv_accuracy"].tolist() != [o.row["cv_accuracy"] for o in ungrouped]
+    assert rows["cv_accuracy"].tolist() != [o.row["cv_accuracy"] for o in all_rows]
     assert rows["accuracy"].tolist() == [o.row["accuracy"] for o in grouped]
 
 

@@ -299,8 +299,32 @@ def test_groups_keep_every_images_views_in_one_fold(solver):
     leaky = _sweep(F, y, solver=solver, grid=[100.0])
     assert leaky[0].row["cv_accuracy"] > 0.9
     assert grouped[0].row["cv_accuracy"] < 0.75
-    with pytest.raises(ValueError, match="one group per training row"):
+    with pytest.raises(ValueError, match="groups has shape .10,.: give one per training row"):
         _sweep(F, y, solver=solver, groups=group[:10])
+
+
+@pytest.mark.parametrize("solver", ["sklearn", "torch"])
+def test_scored_rows_are_what_held_out_folds_score(digits, solver):
+    """Views (here: noise with random labels) are trained on, never scored: CV accuracy is
+    the clean rows', as the test is; the fits themselves do not change."""
+    X, X_test, y, y_test = digits
+    rng = np.random.default_rng(0)
+    views = rng.normal(size=(len(X), X.shape[1]))
+    F = np.concatenate([X, views, X_test])
+    labels = np.concatenate([y, rng.permutation(y), y_test])
+    n_train = 2 * len(X)
+    features = Features(F[:n_train], F[:0], F[n_train:], seconds=1.0)
+    group = np.r_[np.arange(len(X)), np.arange(len(X))]
+    clean = np.arange(n_train) < len(X)
+    rows = {}
+    for name, scored in (("all", None), ("clean", clean)):
+        rows[name] = sweep("logistic", features, labels[:n_train], y[:0], y_test, np.unique(y),
+                           grid=[0.1], options={}, cv=3, n_jobs=None, random_state=0,
+                           n_resamples=50, confidence=0.95, solver=solver, groups=group,
+                           scored=scored)[0].row  # fmt: skip
+    assert rows["clean"]["cv_accuracy"] > rows["all"]["cv_accuracy"] + 0.3
+    assert rows["clean"]["cv_accuracy"] > 0.9
+    assert rows["clean"]["accuracy"] == rows["all"]["accuracy"]
 
 
 def test_auto_solver_uses_scikit_learn_on_small_matrices(digits):

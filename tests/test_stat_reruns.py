@@ -66,7 +66,7 @@ class count_opens:
         _OPENS.clear()
 
 
-FOLDERS = ("rerun", "changed-0", "changed-1", "changed-2", "layer", "damaged")
+FOLDERS = ("rerun", "changed-0", "changed-1", "changed-2", "layer", "damaged", "pruned")
 N = 8
 
 
@@ -119,6 +119,31 @@ def test_rerun_over_unchanged_files_opens_no_image_file(tmp_path, files):
     np.testing.assert_allclose(first.features, np.stack([files["vector"][i] for i in range(N)]),
                                rtol=1e-5, atol=1e-6)
     assert again.digests == [digest_bytes(Path(p).read_bytes()) for p in paths]
+
+
+def test_prune_drops_the_stat_entries_of_content_no_namespace_holds(tmp_path, files):
+    paths = files["pruned"]
+    root = tmp_path / "store"
+    lenet(files, root).extract(paths)
+    digests = StatRecord(root).lookup(paths)
+    assert None not in digests
+    store = FeatureStore(root)
+    assert store.prune().stat_entries == 0  # every entry's content is stored: all kept
+    record = StatRecord(root)  # entries of content with no vector (deleted or moved files)
+    for i in range(3):
+        st = os.stat(paths[i])
+        record.add(tmp_path / f"gone-{i}.png", (st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                                                st.st_ino + 1, st.st_dev),
+                   f"{i + 1:032x}", read_ns=time.time_ns())  # fmt: skip
+    assert record.flush() is not None
+    assert store.prune().stat_entries == 3
+    assert StatRecord(root).lookup(paths) == digests  # the stored content's entries stay
+    with count_opens(Path(paths[0]).parent) as opens:
+        again = lenet(files, root).extract(paths)
+    assert opens.paths == [] and again.n_computed == 0
+    (key,) = store.configs()
+    assert store.prune(configs=[key]).stat_entries == N  # the namespace is gone: so are they
+    assert StatRecord(root).lookup(paths) == [None] * N
 
 
 CHANGES = {  # what changes: (the file's size stays the same, its mtime is put back)

@@ -152,7 +152,9 @@ def run_prune(args: argparse.Namespace) -> int:
           f"{report.duplicates} duplicate vector(s), {report.merged} small shard(s) merged "
           f"({len(report.rewritten)} shard(s) written), {_size(report.bytes_freed)} freed"
           + (f", {len(report.key_indexes)} key index(es) written" if report.key_indexes
-             else ""))
+             else "")
+          + (f", {report.stat_entries} stat-record entr(ies) of unstored content dropped"
+             if report.stat_entries else ""))
     return 0
 
 

@@ -541,7 +541,8 @@ class FeatureStore:
 
         Damaged shards (see :meth:`verify`) are removed: the next extraction recomputes their
         vectors. A shard holding duplicates is rewritten without them; the new shard is in
-        place before the old one goes, so concurrent readers keep working.
+        place before the old one goes, so concurrent readers keep working. The stat record
+        drops the entries of content no namespace holds (``report.stat_entries``).
 
         Parameters
         ----------

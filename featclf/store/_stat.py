@@ -220,8 +220,31 @@ class StatRecord:
             pass
         return path
 
-    def _merge(self) -> None:
+    def prune(self, stored: np.ndarray) -> int:
+        """Drop the entries whose digest has no vector in the store; the number dropped.
+
+        ``stored``: the store's ``(n, 2)`` uint64 digest keys (every namespace's). An entry
+        whose content no namespace holds saves nothing (its file is read and computed anyway),
+        and one left by a deleted or moved file is never looked up again: without this, the
+        record grows with every file a folder ever held. The record keeps path hashes, not
+        paths, so it cannot tell the deleted files themselves. The rest is merged into one file
+        (as :meth:`flush` merges), and entries other jobs write meanwhile are kept.
+        """
+        return self._merge(stored)
+
+    def _merge(self, stored: np.ndarray | None = None) -> int:
         table, merged, damaged = _read_all(self.directory)
+        dropped = 0
+        if stored is not None:
+            if not merged and not damaged:
+                return 0
+            digests = np.ascontiguousarray(table["digest"]).view("V16").ravel()
+            keys = np.ascontiguousarray(stored, dtype="<u8").reshape(-1, 2).view("V16").ravel()
+            keep = np.isin(digests, keys)
+            dropped = len(table) - int(keep.sum())
+            if not dropped and len(merged) <= 1 and not damaged:
+                return 0
+            table = table[keep]
         _write(self.directory, table, ordered=True)  # published before anything is removed
         now = time.time()
         for entry in os.scandir(self.directory):  # left by killed jobs (a live one renames
@@ -234,6 +257,7 @@ class StatRecord:
                 old.unlink()
             except FileNotFoundError:  # another job merged it meanwhile: its rows are kept there
                 pass
+        return dropped
 
 
 def _read_all(directory: Path) -> tuple[np.ndarray, list[Path], list[Path]]:

@@ -98,6 +98,7 @@ class PruneReport:
     configs: list[str] = field(default_factory=list)
     bytes_freed: int = 0
     key_indexes: list[str] = field(default_factory=list)  # key indexes written (upgrades)
+    stat_entries: int = 0  # stat-record entries dropped: their content has no stored vector
 
 
 def info(store: FeatureStore) -> list[ConfigInfo]:
@@ -190,8 +191,23 @@ def prune(store: FeatureStore, *, configs: Sequence[str] = (), compact: bool = F
         for key in store.configs():
             _prune_namespace(store, key, report, stale_seconds, compact)
         _compact_samples(root)
+        report.stat_entries = _prune_stat_record(store)
         forget_indexes(root)
     return report
+
+
+def _prune_stat_record(store: FeatureStore) -> int:
+    """Drop the stat record's entries whose digest no namespace holds (see StatRecord.prune)."""
+    from featclf.store._stat import DIRECTORY, StatRecord
+
+    if not (store.root / DIRECTORY).is_dir():
+        return 0
+    keys = [np.empty((0, 2), dtype=np.uint64)]
+    for key in store.configs():
+        index = ConfigIndex(store.root / "configs" / key)
+        index.refresh()
+        keys.extend(index.keys)
+    return StatRecord(store.root).prune(np.concatenate(keys))
 
 
 def _age(path: str | os.PathLike, now: float) -> float | None:
