@@ -5,6 +5,8 @@ stored_prefix`): its vectors are read straight into their rows without convertin
 to a key, and ``stale_samples`` compares paths and labels by hash, reading no JSON index. These
 tests check that both paths give exactly what the general path gives, that a damaged or
 rewritten shard is still caught on the fast path, and that older key indexes are still read.
+Tests taking ``read_path`` run twice: a small rerun, checked and then read in this thread, and
+a big one, read by reader threads while this thread checks it (forced here for small data).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -21,7 +25,7 @@ import numpy as np
 import pytest
 import xxhash
 
-from featclf.store import FeatureStore, _format, _index, _keys, _read
+from featclf.store import FeatureStore, _format, _index, _keys, _nskeys, _read
 
 CONFIG = {"model": "hit-test", "layer": None, "pooling": "avg"}
 
@@ -49,15 +53,17 @@ def shard_files(store: FeatureStore, suffix: str = ".npy") -> list[Path]:
     return sorted((store.root / "configs").glob(f"*/shard-*{suffix}"))
 
 
-def test_a_rerun_is_recognised_and_read_whole_shards_exactly(tmp_path):
+@pytest.fixture(params=["checked, then read", "read while checked"])
+def read_path(request, monkeypatch):
+    if request.param == "read while checked":
+        monkeypatch.setattr(_read, "_PIPELINE_BYTES", 0)
+    return request.param
+
+
+def test_a_rerun_is_recognised_and_read_whole_shards_exactly(tmp_path, read_path):
     store, digests, matrix = filled(tmp_path)
     index = store._index(CONFIG)
     assert _read.stored_prefix(index, digests) == 50
-    found, out, tasks = _read.plan(index, digests)
-    assert found.all() and out.shape == (50, 6)
-    # one task per shard, each the whole shard straight into its rows
-    assert [(t[2].start, t[2].stop, t[3]) for t in tasks] == \
-        [(s, min(s + 8, 50), True) for s in range(0, 50, 8)]
     found, vectors = store.get(CONFIG, digests)
     assert found.all() and np.array_equal(vectors, matrix)
     # a query that is not the stored order: no prefix (and the same vectors through the keys)
@@ -77,7 +83,7 @@ def test_a_rerun_is_recognised_and_read_whole_shards_exactly(tmp_path):
 
 
 @pytest.mark.parametrize("query", ["stored", "extra", "shuffled", "repeats", "holes", "none"])
-def test_keys_and_strings_give_identical_results(tmp_path, query):
+def test_keys_and_strings_give_identical_results(tmp_path, read_path, query):
     store, digests, matrix = filled(tmp_path, n=41, shard_rows=8)
     new = digests_of(7, offset=1000)
     rng = np.random.default_rng(3)
@@ -102,7 +108,7 @@ def test_keys_and_strings_give_identical_results(tmp_path, query):
         assert np.array_equal(by_keys[1], vectors)
 
 
-def test_a_damaged_shard_is_caught_on_the_fast_path(tmp_path):
+def test_a_damaged_shard_is_caught_on_the_fast_path(tmp_path, read_path):
     store, digests, matrix = filled(tmp_path)
     victim = shard_files(store)[2]  # rows 16..23
     with open(victim, "r+b") as fh:  # same size, one byte of a vector changed
@@ -118,7 +124,7 @@ def test_a_damaged_shard_is_caught_on_the_fast_path(tmp_path):
     assert np.array_equal(vectors, np.delete(matrix, range(16, 24), axis=0))
 
 
-def test_a_shard_rewritten_under_the_reader_is_caught(tmp_path):
+def test_a_shard_rewritten_under_the_reader_is_caught(tmp_path, read_path):
     store, digests, matrix = filled(tmp_path)
     found, vectors = store.get(CONFIG, digests)  # indexes loaded, every shard read once
     assert found.all()
@@ -136,31 +142,82 @@ def test_a_shard_rewritten_under_the_reader_is_caught(tmp_path):
     assert np.array_equal(vectors, matrix[8:])
 
 
-def _v1_key_index(path: Path) -> None:
-    """Rewrite a key index as version 1 (no text hashes) wrote it."""
+def test_reader_threads_read_while_the_check_runs(tmp_path, monkeypatch):
+    """The claim of _read_leading: the leading shards are read by another thread, and reads
+    start before the check of the last shard is done (timestamps of real reads and checks)."""
+    monkeypatch.setattr(_read, "_PIPELINE_BYTES", 0)
+    store, digests, matrix = filled(tmp_path, n=400, dim=32, shard_rows=16)  # 25 shards
+    index = store._index(CONFIG)
+    events, lock = [], threading.Lock()
+    real_preadv, real_repeats = os.preadv, _read._repeats
+
+    def preadv(fd, buffers, offset):
+        start = time.perf_counter()
+        got = real_preadv(fd, buffers, offset)
+        with lock:
+            events.append(("read", threading.get_ident(), start, time.perf_counter()))
+        return got
+
+    def repeats(shard, query, start):
+        begin = time.perf_counter()
+        time.sleep(0.002)  # (a check as slow as a big shard's: the reads must not wait for it)
+        same = real_repeats(shard, query, start)
+        events.append(("check", threading.get_ident(), begin, time.perf_counter()))
+        return same
+
+    monkeypatch.setattr(_read.os, "preadv", preadv)
+    monkeypatch.setattr(_read, "_repeats", repeats)
+    found, vectors = _read.lookup(index, digests)
+    assert found.all() and np.array_equal(vectors, matrix)
+    reads = [e for e in events if e[0] == "read"]
+    checks = [e for e in events if e[0] == "check"]
+    assert len(reads) == 25 and len(checks) == 25  # each shard read once, checked once
+    me = threading.get_ident()
+    by_readers = [e for e in reads if e[1] != me]
+    assert by_readers, "no shard was read by a reader thread"
+    last_check_done = max(e[3] for e in checks)
+    assert sum(e[2] < last_check_done for e in by_readers) >= 5  # reads overlapped the check
+    # A query that stops repeating the stored order at shard 10: the rows read for the shards
+    # after it are not taken; those digests are looked up by key.
+    events.clear()
+    query = digests[:160] + digests[160:][::-1]
+    found, vectors = _read.lookup(index, query)
+    assert found.all() and np.array_equal(vectors, matrix[[digests.index(d) for d in query]])
+    assert len([e for e in events if e[0] == "check"]) == 11  # shards 0-9 repeat, 10 does not
+
+
+def _old_key_index(path: Path, version: int) -> None:
+    """Rewrite a key index as version 1 (no text hashes) or 2 (no head checksum) wrote it."""
     table = np.load(path)
-    old = np.concatenate([table[:9], table[12:-1]]).astype("<u8")
-    old[0, 1] = 1
-    old[8, 0] &= 1
+    old = (np.concatenate([table[:9], table[12:-1]]) if version == 1 else table[:-1]).astype("<u8")
+    old[0, 1] = version
+    old[8] = (old[8, 0] & (1 if version == 1 else 15), 0)
     body = _format.expected_header(len(old) + 1, 2, "uint64") + old.tobytes()
     path.write_bytes(body + np.array([xxhash.xxh3_64_intdigest(body), 0], "<u8").tobytes())
 
 
-def test_key_indexes_of_version_1_are_still_read(tmp_path):
+@pytest.mark.parametrize("version", [1, 2])
+def test_key_indexes_of_older_versions_are_still_read(tmp_path, version):
     store, digests, matrix = filled(tmp_path, n=20)
     for path in shard_files(store, ".keys"):
-        _v1_key_index(path)
+        _old_key_index(path, version)
     index = store._index(CONFIG)
     assert [s.source for s in index.shards] == ["keys"] * 3  # not the JSON fallback
-    assert all(s.text_hashes == (None, None, None) for s in index.shards)
-    assert _read.stored_prefix(index, digests) == 0  # no text hash: the keys path
+    assert all(s.loaded_keys is not None for s in index.shards)  # (read whole at opening)
+    if version == 1:
+        assert all(s.text_hashes == (None, None, None) for s in index.shards)
+        assert _read.stored_prefix(index, digests) == 0  # no text hash: the keys path
+    else:
+        assert _read.stored_prefix(index, digests) == 20  # by the text hashes it records
     found, vectors = store.get(CONFIG, digests)
     assert found.all() and np.array_equal(vectors, matrix)
+    found, vectors = store.get(CONFIG, digests[::-1])
+    assert found.all() and np.array_equal(vectors, matrix[::-1])
 
 
 def test_big_writes_describe_their_namespace(tmp_path):
     store, digests, matrix = filled(tmp_path, n=170, shard_rows=10)  # 17 shards
-    assert (shard_files(store, ".keys")[0].parent / _keys.NAMESPACE_KEYS).exists()
+    assert (shard_files(store, ".keys")[0].parent / _nskeys.NAMESPACE_KEYS).exists()
     index = store._index(CONFIG)
     assert all(s.described for s in index.shards)
     assert all(s.text_hashes[0] is not None for s in index.shards)
@@ -168,7 +225,7 @@ def test_big_writes_describe_their_namespace(tmp_path):
     assert np.array_equal(store.get(CONFIG, digests)[1], matrix)
     small = FeatureStore(tmp_path / "t", shard_rows=10)
     small.put(CONFIG, digests[:150], matrix[:150])  # 15 shards: each keeps its own key index
-    assert not list((small.root / "configs").glob(f"*/{_keys.NAMESPACE_KEYS}"))
+    assert not list((small.root / "configs").glob(f"*/{_nskeys.NAMESPACE_KEYS}"))
 
 
 # stale_samples in a fresh process: which files it opens, and what it says.

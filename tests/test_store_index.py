@@ -273,8 +273,9 @@ def test_a_pruned_namespace_is_opened_from_one_key_file_and_never_from_a_stale_r
     assert [d in lost for d in digests_of(120)] == [not f for f in report["found"]]
     np.testing.assert_array_equal(got, vectors[[d not in lost for d in digests_of(120)]])
     assert report["json_opened"] == [str(edited)]
-    # shards.keys, the 4 new shards' key indexes, and the edited shard's own (out of date too)
-    assert sorted(report["keys_opened"]) == sorted(
+    # shards.keys, the 4 new shards' key indexes, and the edited shard's own (out of date too);
+    # (each file may be opened twice: its head first, its keys when a look-up needs them)
+    assert sorted(set(report["keys_opened"])) == sorted(
         ["shards.keys", f"{edited.stem}.keys",
          *(p.name for p in key_files(store) if p.with_suffix(".json") not in described)])
 

@@ -28,16 +28,14 @@ import numpy as np
 from featclf.store._format import SHARD_INDEX
 from featclf.store._keys import (  # noqa: F401 - digest_keys, Shard...: their home was here
     KEYS_SUFFIX,
-    NAMESPACE_KEYS,
     Shard,
     digest_keys,
     file_stat,
     hex_digests,
-    read_namespace_keys,
     read_shard,
     write_keys,
-    write_namespace_keys,
 )
+from featclf.store._nskeys import read_namespace_keys, write_namespace_keys
 
 # Indexes of the namespaces this process has read, by directory (most recent last): a later
 # FeatureStore object on the same store (the extractor opens one per call) only lists the
@@ -119,7 +117,6 @@ class ConfigIndex:
         self.folder = os.fspath(directory)
         self.use_keys = use_keys  # False: JSON indexes only (prune and verify: the authority)
         self.shards: list[Shard] = []
-        self.keys: list[np.ndarray] = []  # per shard, (rows, 2) uint64
         self.starts: list[int] = []  # global row of each shard's first row
         self.total = 0
         self.loaded: set[str] = set()
@@ -132,6 +129,7 @@ class ConfigIndex:
         self.dim: int | None = None
         self._sorted: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._live: tuple[np.ndarray, np.ndarray] | None = None
+        self.generation = 0  # how many times the shards were numbered again (_restart)
         self.lock = threading.RLock()  # held by whoever reads or changes the fields above
 
     def refresh(self) -> None:
@@ -179,15 +177,14 @@ class ConfigIndex:
             if self.dim is None:
                 self.dim = shard.dim
             self.shards.append(shard)
-            self.keys.append(shard.keys)
             self.starts.append(self.total)
             self.total += shard.rows
             self._sorted = self._live = None
 
     def _restart(self) -> None:
-        kept = self.damaged, self.distrusted, self.lock
+        kept = self.damaged, self.distrusted, self.lock, self.generation + 1
         self.__init__(self.directory, use_keys=self.use_keys)
-        self.damaged, self.distrusted, self.lock = kept
+        self.damaged, self.distrusted, self.lock, self.generation = kept
 
     def distrust_keys(self, stem: str) -> bool:
         """Read a shard's JSON index in place of its key index, after a read found the shard
@@ -209,17 +206,39 @@ class ConfigIndex:
         self.refresh()
         return True
 
+    def shard_keys(self) -> list[np.ndarray]:
+        """Each shard's keys, read now where not read yet (:attr:`Shard.keys`); a shard whose
+        keys neither index gives is damaged from then on (its vectors count as missing)."""
+        out = []
+        for shard in self.shards:
+            try:
+                out.append(shard.keys)
+            except FileNotFoundError:  # a prune removed it since it was opened: look again
+                self.refresh()
+                return self.shard_keys()
+            except ValueError as exc:
+                self.mark_damaged(shard.name, str(exc))
+                warnings.warn(f"{self.directory}: shard {shard.name}: {exc}; its vectors count "
+                              "as missing and are recomputed. `featclf store verify` lists it "
+                              "and `featclf store prune` removes it", stacklevel=3)
+                out.append(np.empty((0, 2), np.uint64))
+                continue
+            if shard.fallback is not None:
+                self.fallbacks.setdefault(shard.name, shard.fallback)
+        return out
+
     def _live_keys(self) -> tuple[np.ndarray, np.ndarray]:
         """(keys of the shards in use, in shard order; their global rows)."""
         if self._live is None:
+            every = self.shard_keys()
             live = [i for i, s in enumerate(self.shards) if s.name not in self.damaged]
             if len(live) == len(self.shards):  # (the usual case: every shard in use)
-                keys = _adjacent(self.keys)
+                keys = _adjacent(every)
                 if keys is None:
-                    keys = np.concatenate(self.keys) if live else np.empty((0, 2), np.uint64)
+                    keys = np.concatenate(every) if live else np.empty((0, 2), np.uint64)
                 rows = np.arange(self.total, dtype=np.int64)
             else:
-                keys = np.concatenate([self.keys[i] for i in live]) if live else \
+                keys = np.concatenate([every[i] for i in live]) if live else \
                     np.empty((0, 2), np.uint64)
                 rows = np.concatenate([np.arange(self.starts[i],
                                                  self.starts[i] + self.shards[i].rows)
@@ -390,11 +409,11 @@ def forget_indexes(root: Path) -> None:
             del INDEXES[directory]
 
 
-def plan_reads(index: ConfigIndex, rows: np.ndarray) -> list[tuple]:
-    """What to read to fill ``out[i]`` with global row ``rows[i]``: one task per shard.
+def plan_reads(index: ConfigIndex, rows: np.ndarray, *, at: int = 0) -> list[tuple]:
+    """What to read to fill ``out[at + i]`` with global row ``rows[i]``: one task per shard.
 
     Each task is ``(shard, rows of the shard, slots of out, whole shard in order?)``, as
-    :func:`~featclf.store._format.read_rows` runs them.
+    :func:`~featclf.store._read.read_rows` runs them.
     """
     tasks = []
     if len(rows) == 0:
@@ -407,7 +426,7 @@ def plan_reads(index: ConfigIndex, rows: np.ndarray) -> list[tuple]:
         for position, shard in enumerate(index.shards):
             lo, hi = int(cuts[position]), int(cuts[position + 1])
             if hi > lo:
-                tasks.append((shard, rows[lo:hi] - starts[position], slice(lo, hi),
+                tasks.append((shard, rows[lo:hi] - starts[position], slice(at + lo, at + hi),
                               hi - lo == shard.rows))
     else:
         shard_of = index.shard_of(rows)
@@ -417,7 +436,8 @@ def plan_reads(index: ConfigIndex, rows: np.ndarray) -> list[tuple]:
             position = int(shard_of[group[0]])
             shard = index.shards[position]
             contiguous = group[-1] - group[0] == len(group) - 1  # out slots in one run
-            slots = slice(int(group[0]), int(group[-1]) + 1) if contiguous else group
+            slots = slice(at + int(group[0]), at + int(group[-1]) + 1) if contiguous else \
+                group + at
             local = rows[group] - index.starts[position]
             whole = contiguous and len(group) == shard.rows and \
                 bool((local == np.arange(shard.rows)).all())

@@ -11,13 +11,17 @@ little-endian uint64::
     [3] the shard's xxh3-128  [4, 5] the shard file's (inode, size), (mtime_ns, ctime_ns)
     [6, 7] the same for the JSON index                  [8] flags (1: digests are lowercase
     [9] xxh3-128 of the digests as text (digests_hash)      32-hex, the keys' own hex; 2, 4,
-    [10], [11] the same of the paths, the labels            8: rows 9, 10, 11 are recorded)
-    [12 : 12 + rows] the digests' 128-bit keys, in row order
+    [10], [11] the same of the paths, the labels            8: rows 9, 10, 11 are recorded),
+    [12 : 12 + rows] the digests' 128-bit keys, in row      and xxh3-64 of the head: every
+                     order                                  byte before row 12, this one 0
     [-1] xxh3-64 of every byte before it
 
-(Version 1, still read, had no rows 9-11.) The text hashes let a rerun, whose digests and
-paths are the stored ones in the stored order, be recognised without converting a string to
-a key or parsing a JSON index: see :func:`digests_hash`.
+(Version 1, still read, had no rows 9-11; version 2 no head checksum.) The text hashes let a
+rerun, whose digests and paths are the stored ones in the stored order, be recognised without
+converting a string to a key or parsing a JSON index: see :func:`digests_hash`. The head
+checksum lets a reader open a shard from its head alone (rows 0-11): its keys are read, and
+the whole file checked, only when a look-up needs them (a rerun does not), so opening a
+namespace of a million vectors reads a few hundred bytes per shard, not 16 MB.
 
 It is written after the JSON index (and not fsynced: a torn one fails its own checksum). A
 reader trusts it only when its own checksum holds and the JSON index still has the inode,
@@ -39,7 +43,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,9 +142,11 @@ def hex_digests(keys: np.ndarray) -> list[str]:
 # version: version 1 had no text hashes; it is still read).
 KEYS_SUFFIX = ".keys"
 _KEYS_MAGIC = int.from_bytes(b"fclfkeys", "little")
-_KEYS_VERSION = 2
-_KEYS_HEADS = {1: 9, 2: 12}
+_KEYS_VERSION = 3
+_KEYS_HEADS = {1: 9, 2: 12, 3: 12}
 _KEYS_HEAD = _KEYS_HEADS[_KEYS_VERSION]
+_NPY_HEAD = 128  # np.save's header of a 2-column uint64 array below 10**20 rows
+_HEAD_SUM_AT = _NPY_HEAD + 16 * 8 + 8  # the head checksum's 8 bytes (row 8, second column)
 # Flags: digests are the keys' lowercase hex; which text hashes (rows 9-11) are recorded.
 _HEX_FLAG, _DIGESTS_HASH, _PATHS_HASH, _LABELS_HASH = 1, 2, 4, 8
 
@@ -211,8 +217,9 @@ class Shard:
     """What a shard's index says about it (``keys``: the digests as 128-bit numbers).
 
     ``digests``, ``paths`` and ``labels`` come from the JSON index, which is read only when
-    they are asked for (lookups need ``keys`` alone); ``source`` says which index the shard
-    was read from (``"keys"`` or ``"json"``). ``verified``: the shard file's
+    they are asked for (lookups need ``keys`` alone); ``keys`` themselves are read when first
+    asked for, from a key index opened by its head (``load_keys``). ``source`` says which
+    index the shard was read from (``"keys"`` or ``"json"``). ``verified``: the shard file's
     :func:`file_stat` right after its checksum was computed from its bytes (None: unknown).
     """
 
@@ -222,7 +229,7 @@ class Shard:
     dtype: str
     nbytes: int
     checksum: str
-    keys: np.ndarray  # (rows, 2) uint64
+    loaded_keys: np.ndarray | None  # (rows, 2) uint64; None: not read yet (see ``keys``)
     directory: str | Path | None = None
     source: str = "json"
     verified: tuple[int, int, int, int] | None = None
@@ -234,6 +241,49 @@ class Shard:
     # not recorded (an older key index, or no paths / labels)
     text_hashes: tuple[bytes | None, bytes | None, bytes | None] = (None, None, None)
     _json: dict | None = field(default=None, repr=False)
+    # reads the keys from the key index the record came from (ValueError when it cannot)
+    load_keys: Callable[[], np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def keys(self) -> np.ndarray:
+        """The digests' ``(rows, 2)`` uint64 keys, in row order (read when first asked for).
+
+        A key index whose keys turn out unreadable (torn or damaged past its head) gives way
+        to the JSON index, as at opening (``fallback`` says why).
+
+        Raises
+        ------
+        ValueError
+            Neither index gives this shard's keys.
+        FileNotFoundError
+            The shard's indexes are gone (a prune removed or rewrote it meanwhile).
+        """
+        if self.loaded_keys is None:
+            self.loaded_keys = self._read_keys()
+        return self.loaded_keys
+
+    def _read_keys(self) -> np.ndarray:
+        try:
+            if self.load_keys is None:
+                raise ValueError("no key index to read them from")
+            keys = self.load_keys()
+            if keys.shape != (self.rows, 2):
+                raise ValueError("its keys do not match its rows")
+            return keys
+        except (OSError, ValueError) as exc:
+            why = f"{self.name}{KEYS_SUFFIX}: {exc}"
+        path = Path(self.directory or ".", f"{self.name}.json")
+        try:
+            raw = path.read_bytes()
+            shard = Shard.from_index(json.loads(raw), self.name, raw)
+        except FileNotFoundError:
+            raise  # (the shard is gone: a prune rewrote it since the record was read)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{why}; {path.name}: unreadable ({exc})") from None
+        if shard._meta() != self._meta():
+            raise ValueError(f"{why}; {path.name} describes another shard")
+        self._json, self.fallback, self.source = shard._json, why, "json"
+        return shard.keys
 
     @classmethod
     def from_index(cls, data: dict, stem: str, raw: bytes | None = None,
@@ -259,6 +309,9 @@ class Shard:
         return cls(stem, rows, int(data["dim"]), str(data["dtype"]), int(data["bytes"]),
                    str(data["xxh3"]), keys, directory, "json",
                    _json={"digests": digests, "paths": paths, "labels": labels})
+
+    def _meta(self) -> tuple:
+        return (self.rows, self.dim, self.dtype, self.nbytes, self.checksum)
 
     def _index_data(self) -> dict:
         if self._json is None:
@@ -290,9 +343,7 @@ class Shard:
 
     def same_as(self, other: Shard) -> bool:
         """Whether two records describe the same shard: sizes, checksum and every key."""
-        return (self.rows, self.dim, self.dtype, self.nbytes, self.checksum) == \
-            (other.rows, other.dim, other.dtype, other.nbytes, other.checksum) and \
-            np.array_equal(self.keys, other.keys)
+        return self._meta() == other._meta() and np.array_equal(self.keys, other.keys)
 
 
 def _text_hashes(shard: Shard, digests: Sequence[str], hex_keys: bool
@@ -339,8 +390,18 @@ def keys_bytes(shard: Shard, digests: Sequence[str], index_stat: tuple[int, int,
     table[9:12] = _hash_rows(hashes)
     table[_KEYS_HEAD:-1] = shard.keys
     header = expected_header(len(table), 2, "uint64")
+    table[8, 1] = _head_sum(header + table[:_KEYS_HEAD].tobytes())
     body = header + table[:-1].tobytes()
     return body + np.array([xxhash.xxh3_64_intdigest(body), 0], "<u8").tobytes()
+
+
+def _head_sum(head: bytes | bytearray, at: int = _HEAD_SUM_AT) -> int:
+    """xxh3-64 of a key index's head with its own 8 bytes (from ``at``) taken as zeros."""
+    h = xxhash.xxh3_64()
+    h.update(memoryview(head)[:at])
+    h.update(bytes(8))
+    h.update(memoryview(head)[at + 8:])
+    return h.intdigest()
 
 
 def write_keys(directory: Path, shard: Shard, digests: Sequence[str],
@@ -355,8 +416,10 @@ def write_keys(directory: Path, shard: Shard, digests: Sequence[str],
                  [keys_bytes(shard, digests, index_stat, verified)], tmp_tag, fsync=False)
 
 
-def read_keys(directory: str | Path, stem: str, index_stat: tuple[int, int, int, int]) -> Shard:
-    """A shard's record from its key index.
+def read_keys(directory: str | Path, stem: str, index_stat: tuple[int, int, int, int], *,
+              whole: bool = False) -> Shard:
+    """A shard's record from its key index: from its head alone (the keys are read when
+    first asked for), or the whole file at once for ``whole`` or an index before version 3.
 
     Raises
     ------
@@ -364,35 +427,92 @@ def read_keys(directory: str | Path, stem: str, index_stat: tuple[int, int, int,
         The key index is missing, torn, of another version, or older than its JSON index
         (the message says which): the caller reads the JSON index instead.
     """
-    # (str paths and one read: opening a store of 1,000 shards reads 1,000 key indexes.)
+    # (str paths and file descriptors: opening a store of 1,000 shards opens 1,000 of them.)
+    path = f"{os.fspath(directory)}/{stem}{KEYS_SUFFIX}"
+    head_len = _NPY_HEAD + 16 * _KEYS_HEAD
     try:
-        with open(f"{os.fspath(directory)}/{stem}{KEYS_SUFFIX}", "rb", buffering=0) as fh:
-            raw = fh.read()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise ValueError("no key index") from None
-    head = 128  # np.save's header of a 2-column uint64 array below 10**20 rows
-    if len(raw) < head + 16 * (_KEYS_HEADS[1] + 1) or (len(raw) - head) % 16:
-        raise ValueError(f"key index of {len(raw)} bytes (torn)")
-    top = np.frombuffer(raw, "<u8", count=2 * _KEYS_HEADS[1], offset=head).tolist()
+    try:
+        size = os.fstat(fd).st_size
+        raw = os.pread(fd, head_len, 0)
+        version = int.from_bytes(raw[_NPY_HEAD + 8:_NPY_HEAD + 16], "little") \
+            if len(raw) >= _NPY_HEAD + 16 else 0
+        if whole or version < 3:
+            raw = _pread_all(fd, size)
+    finally:
+        os.close(fd)
+    if size < _NPY_HEAD + 16 * (_KEYS_HEADS[1] + 1) or (size - _NPY_HEAD) % 16 or \
+            len(raw) < min(size, head_len):
+        raise ValueError(f"key index of {size} bytes (torn)")
+    top = np.frombuffer(raw, "<u8", count=2 * _KEYS_HEADS[1], offset=_NPY_HEAD).tolist()
     if top[0] != _KEYS_MAGIC or top[1] not in _KEYS_HEADS:
         raise ValueError("not a key index of this featclf version")
     rows, dim, n_head = top[2], top[3], _KEYS_HEADS[top[1]]
-    n_table = (len(raw) - head) // 16
-    if n_table != rows + n_head + 1 or raw[:head] != expected_header(n_table, 2, "uint64") \
-            or xxhash.xxh3_64_intdigest(memoryview(raw)[:-16]) != \
-            int.from_bytes(raw[-16:-8], "little"):
+    n_table = (size - _NPY_HEAD) // 16
+    if n_table != rows + n_head + 1:
+        raise ValueError(f"key index of {size} bytes (torn)")
+    if raw[:_NPY_HEAD] != expected_header(n_table, 2, "uint64") or \
+            (len(raw) == size and not _whole_sum_ok(raw)) or \
+            (top[1] >= 3 and _head_sum(raw[:head_len]) != top[17]):
         raise ValueError("key index fails its own checksum (torn or damaged)")
     if tuple(top[12:16]) != index_stat:
         raise ValueError("the JSON index changed after its key index was written")
     if top[4] >= len(DTYPES):
         raise ValueError(f"unknown dtype code {top[4]}")
     verified = tuple(top[8:12])
-    keys = np.frombuffer(raw, "<u8", count=2 * rows, offset=head + 16 * n_head)
+    keys, load = None, None
+    if len(raw) == size:
+        keys = np.frombuffer(raw, "<u8", count=2 * rows,
+                             offset=_NPY_HEAD + 16 * n_head).reshape(rows, 2)
+    else:
+        load = _KeysLater(path, bytes(raw[:head_len]), size, rows).read
     flags = top[16] if top[1] > 1 else top[16] & _HEX_FLAG
-    return Shard(stem, rows, dim, DTYPES[top[4]], top[5], raw[head + 48:head + 64].hex(),
-                 keys.reshape(rows, 2), directory, "keys", verified if any(verified) else None,
-                 index_stat, bool(flags & _HEX_FLAG),
-                 text_hashes=_read_hashes(raw, head + 16 * 9, flags))
+    return Shard(stem, rows, dim, DTYPES[top[4]], top[5],
+                 raw[_NPY_HEAD + 48:_NPY_HEAD + 64].hex(), keys, directory, "keys",
+                 verified if any(verified) else None, index_stat, bool(flags & _HEX_FLAG),
+                 text_hashes=_read_hashes(raw, _NPY_HEAD + 16 * 9, flags), load_keys=load)
+
+
+def _pread_all(fd: int, size: int) -> bytes:
+    """The first ``size`` bytes of ``fd`` (fewer when the file is shorter now)."""
+    parts, at = [], 0
+    while at < size:
+        part = os.pread(fd, size - at, at)
+        if not part:
+            break
+        parts.append(part)
+        at += len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _whole_sum_ok(raw: bytes) -> bool:
+    """Whether a key index (or a namespace key index) holds its own checksum: xxh3-64 of
+    every byte before its last row, in that row."""
+    return xxhash.xxh3_64_intdigest(memoryview(raw)[:-16]) == \
+        int.from_bytes(raw[-16:-8], "little")
+
+
+@dataclass
+class _KeysLater:
+    """Reads the keys of a key index opened by its head: the whole file, which must hold its
+    own checksum and still begin with the head that was opened."""
+
+    path: str
+    head: bytes
+    size: int
+    rows: int
+
+    def read(self) -> np.ndarray:
+        with open(self.path, "rb", buffering=0) as fh:
+            raw = fh.read()
+        if len(raw) != self.size or not _whole_sum_ok(raw):
+            raise ValueError("key index fails its own checksum (torn or damaged)")
+        if raw[:len(self.head)] != self.head:
+            raise ValueError("the key index was replaced after it was opened")
+        return np.frombuffer(raw, "<u8", count=2 * self.rows,
+                             offset=len(self.head)).reshape(self.rows, 2)
 
 
 def read_shard(directory: str | Path, name: str, st: os.stat_result | None = None, *,
@@ -419,90 +539,3 @@ def read_shard(directory: str | Path, name: str, st: os.stat_result | None = Non
     shard = Shard.from_index(json.loads(raw), stem, raw, Path(directory))
     shard.fallback = why
     return shard
-
-
-# The namespace's key index: every shard a prune left, in one file, so that opening a
-# namespace of 1,000 shards reads one file instead of 1,000. Per shard, _NS_RECORD rows: the
-# stem (8 rows, NUL-padded), then rows 1-8 of its own key index's layout (version 2: and
-# rows 9-11, its text hashes).
-NAMESPACE_KEYS = "shards.keys"
-_NS_MAGIC = int.from_bytes(b"fclfnskv", "little")
-_NS_RECORDS = {1: 16, 2: 19}
-_NS_RECORD = _NS_RECORDS[_KEYS_VERSION]
-_STEM_BYTES = 128
-
-
-def namespace_keys_bytes(shards: Sequence[Shard]) -> bytes:
-    """The bytes of a namespace key index over ``shards`` (each read from its key index)."""
-    n, total = len(shards), sum(s.rows for s in shards)
-    table = np.zeros((2 + _NS_RECORD * n + total + 1, 2), dtype="<u8")
-    table[0] = (_NS_MAGIC, _KEYS_VERSION)
-    table[1] = (n, total)
-    at = 2 + _NS_RECORD * n
-    for i, shard in enumerate(shards):
-        stem = shard.name.encode()
-        if len(stem) > _STEM_BYTES:
-            raise ValueError(f"shard name {shard.name!r} is longer than {_STEM_BYTES} bytes")
-        record = table[2 + _NS_RECORD * i:2 + _NS_RECORD * (i + 1)]
-        record[:8] = np.frombuffer(stem.ljust(_STEM_BYTES, b"\0"), "<u8").reshape(8, 2)
-        record[8] = (shard.rows, shard.dim)
-        record[9] = (DTYPES.index(shard.dtype), shard.nbytes)
-        record[10] = np.frombuffer(bytes.fromhex(shard.checksum), "<u8")
-        record[11:13] = np.reshape(shard.verified or (0, 0, 0, 0), (2, 2))
-        record[13:15] = np.reshape(shard.index_stat, (2, 2))
-        record[15] = (_flags(shard.hex_keys, shard.text_hashes), 0)
-        record[16:19] = _hash_rows(shard.text_hashes)
-        table[at:at + shard.rows] = shard.keys
-        at += shard.rows
-    body = expected_header(len(table), 2, "uint64") + table[:-1].tobytes()
-    return body + np.array([xxhash.xxh3_64_intdigest(body), 0], "<u8").tobytes()
-
-
-def write_namespace_keys(directory: Path, shards: Sequence[Shard], tmp_tag: str) -> None:
-    """Replace the namespace key index by one over ``shards`` (not fsynced: see write_keys)."""
-    atomic_write(directory / NAMESPACE_KEYS, [namespace_keys_bytes(shards)], tmp_tag,
-                 fsync=False)
-
-
-def read_namespace_keys(directory: Path) -> dict[str, Shard]:
-    """The shards a namespace key index describes, by stem ({} when it is missing or unsound).
-
-    Each record is used only for a shard whose JSON index still has the recorded stat (the
-    caller checks, as for a shard's own key index); records of shards removed since are
-    simply never asked for.
-    """
-    try:
-        with open(os.path.join(directory, NAMESPACE_KEYS), "rb", buffering=0) as fh:
-            raw = fh.read()
-    except (FileNotFoundError, NotADirectoryError):
-        return {}
-    head = len(expected_header(1, 2, "uint64"))
-    if len(raw) < head + 48 or (len(raw) - head) % 16:
-        return {}
-    table = np.frombuffer(raw, "<u8", offset=head).reshape(-1, 2)
-    n, total, version = int(table[1, 0]), int(table[1, 1]), int(table[0, 1])
-    size = _NS_RECORDS.get(version, 0)
-    if int(table[0, 0]) != _NS_MAGIC or not size or \
-            len(table) != 2 + size * n + total + 1 or \
-            raw[:head] != expected_header(len(table), 2, "uint64") or \
-            xxhash.xxh3_64_intdigest(memoryview(raw)[:-16]) != int(table[-1, 0]):
-        return {}
-    records = table[2:2 + size * n].reshape(n, size * 2).tolist()
-    out: dict[str, Shard] = {}
-    at = 2 + size * n
-    for i, record in enumerate(records):
-        rows, dim, code, nbytes = record[16:20]
-        if code >= len(DTYPES):
-            return {}
-        flags = record[30] if version > 1 else record[30] & _HEX_FLAG
-        start = head + 16 * (2 + size * i)  # the record's first byte in the file
-        name = raw[start:start + _STEM_BYTES].rstrip(b"\0").decode()
-        checksum = raw[start + 160:start + 176].hex()
-        verified = tuple(record[22:26])
-        out[name] = Shard(name, rows, dim, DTYPES[code], nbytes, checksum,
-                          table[at:at + rows], directory, "keys",
-                          verified if any(verified) else None, tuple(record[26:30]),
-                          bool(flags & _HEX_FLAG),
-                          text_hashes=_read_hashes(raw, start + 16 * 16, flags))
-        at += rows
-    return out

@@ -5,8 +5,11 @@ that case is served without turning a single digest string into a key: each shar
 records the xxh3-128 of its digests as text (:func:`~featclf.store._keys.digests_hash`), so
 the leading shards whose text the query repeats are known to be its leading rows
 (:func:`stored_prefix`), and each is read straight into its slice of the result, one
-``preadv`` per shard. What follows them (other digests, another order, new samples) goes
-through the keys and the sorted lookup of :class:`~featclf.store._index.ConfigIndex`.
+``preadv`` per shard. From 16 MiB on, reader threads read those shards while this thread
+checks their text (:func:`_read_leading`): the check, one pass over the Python strings, would
+otherwise add a fifth to a hit of 84-dim vectors. What follows them (other digests, another
+order, new samples) goes through the keys and the sorted lookup of
+:class:`~featclf.store._index.ConfigIndex`.
 
 The checks are the same on both paths: a shard's size and ``.npy`` header are compared with
 its index on every read, and its xxh3-128 checksum is computed over the very bytes read
@@ -16,11 +19,13 @@ its index on every read, and its xxh3-128 checksum is computed over the very byt
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import os
+import threading
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +43,10 @@ if TYPE_CHECKING:
 # Reads of many shards run in threads once there is this much to read.
 _READ_THREADS = min(4, os.cpu_count() or 1)
 _PARALLEL_READ_BYTES = 32 << 20
+# A rerun's leading shards are read in reader threads while they are checked from this much.
+_PIPELINE_BYTES = 16 << 20
+# Results from this size up to numpy's own threshold are put in huge pages (empty_rows).
+_HUGE_FROM, _NUMPY_HUGE = 2 << 20, 4 << 20
 
 
 def get(store: FeatureStore, config: dict | str, digests: Sequence[str | None] | np.ndarray
@@ -45,10 +54,8 @@ def get(store: FeatureStore, config: dict | str, digests: Sequence[str | None] |
     """:meth:`FeatureStore.get`: (which digests are found, their vectors in that order)."""
     index = store._index(config)
     while True:
-        with index.lock:  # the index is shared by the threads of this process
-            found, out, tasks = plan(index, digests)
         try:
-            read_rows(index.directory, tasks, out)
+            result = lookup(index, digests)
         except DamagedShard as exc:
             stem, reason = exc.args
             with index.lock:
@@ -62,7 +69,195 @@ def get(store: FeatureStore, config: dict | str, digests: Sequence[str | None] |
                           "its vectors are treated as missing and will be recomputed. Run "
                           "`featclf store verify` and `featclf store prune`.", stacklevel=3)
             continue
-        return found, out
+        if result is not None:
+            return result
+        # (else the index was renumbered meanwhile, by a prune this process saw: look again)
+
+
+def lookup(index: ConfigIndex, digests: Sequence[str | None] | np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray] | None:
+    """One look at the index: (found, vectors), or None when it changed under the look.
+
+    The leading shards a rerun repeats are read in reader threads while this thread checks,
+    shard by shard, that the query repeats them (:func:`_read_leading`), once there is
+    enough to read for the check to hide behind the reads; a smaller rerun is checked, then
+    read. What follows them is looked up by key.
+    """
+    n = len(digests)
+    with index.lock:  # the index is shared by the threads of this process
+        leading = _leading(index, digests)
+        dim, generation = index.dim or 0, index.generation
+    done, out = 0, None  # rows of the result read already, into ``out``
+    if leading:
+        out = empty_rows(n, dim)
+        done = _read_leading(index.folder, leading, digests, out)
+        if done == n:
+            return np.ones(n, dtype=bool), out
+    with index.lock:
+        if index.generation != generation or \
+                any(shard.name in index.damaged for shard, _ in leading):
+            return None
+        prefix = done if leading else stored_prefix(index, digests) if n else 0
+        if prefix == n and n:  # a small rerun: every shard read whole, in order
+            found, rows = np.ones(n, dtype=bool), None
+            tasks = [(shard, None, slice(start, start + shard.rows), True)
+                     for shard, start in zip(index.shards, index.starts) if start < n]
+        else:
+            rows = index.find(digests[prefix:] if prefix else digests)
+            if index.generation != generation:  # (renumbered while it read keys: again)
+                return None
+            found = np.concatenate([np.ones(prefix, dtype=bool), rows >= 0])
+            rows = np.concatenate([np.arange(prefix, dtype=np.int64), rows[rows >= 0]])
+            tasks = plan_reads(index, rows[done:], at=done)
+    m = n if rows is None else len(rows)
+    if out is None or m < n:
+        # (the rows read already are the first of any result: the found ones lead)
+        kept, out = out, empty_rows(m, dim)
+        if done:
+            out[:done] = kept[:done]
+    read_rows(index.directory, tasks, out)
+    return found, out
+
+
+def empty_rows(n: int, dim: int) -> np.ndarray:
+    """``np.empty((n, dim), float32)``, in huge pages when it is big enough to gain from them.
+
+    numpy asks Linux for transparent huge pages for arrays of 4 MiB and more; a 2-4 MiB hit
+    (10k x 84 floats) would get 4 KiB pages, whose faults cost twice the copy that fills them.
+    Such a result is the start of a 4 MiB array (the pages past its end are never touched).
+    """
+    nbytes = n * dim * 4
+    if not _HUGE_FROM <= nbytes < _NUMPY_HUGE:
+        return np.empty((n, dim), dtype=np.float32)
+    return np.empty(_NUMPY_HUGE, dtype=np.uint8)[:nbytes].view(np.float32).reshape(n, dim)
+
+
+def _leading(index: ConfigIndex, digests: Sequence[str | None] | np.ndarray
+             ) -> list[tuple[Shard, int]]:
+    """The leading whole shards a query could repeat, when there is enough of them to read
+    for the check to hide behind the reads ([] otherwise); the caller holds the lock."""
+    n, at, leading = len(digests), 0, []
+    is_keys = isinstance(digests, np.ndarray) and digests.dtype.kind != "U"
+    if is_keys and (digests.dtype != np.dtype("<u8") or digests.ndim != 2):
+        return []
+    for shard, start in zip(index.shards, index.starts):
+        if start != at or at + shard.rows > n or shard.name in index.damaged or \
+                shard.dtype != "float32" or not is_keys and shard.text_hashes[0] is None:
+            break
+        leading.append((shard, start))
+        at += shard.rows
+    if at * (index.dim or 0) * 4 < _PIPELINE_BYTES:
+        return []
+    return leading
+
+
+def _repeats(shard: Shard, digests: Sequence[str | None] | np.ndarray, start: int) -> bool:
+    """Whether ``digests[start:start + shard.rows]`` are the shard's digests, in order."""
+    part = digests[start:start + shard.rows]
+    if isinstance(part, np.ndarray) and part.dtype.kind != "U":
+        return np.array_equal(part, shard.keys)
+    return digests_hash(part) == shard.text_hashes[0]
+
+
+def _read_leading(folder: str, leading: list[tuple[Shard, int]],
+                  digests: Sequence[str | None] | np.ndarray, out: np.ndarray) -> int:
+    """Read the leading shards into their rows of ``out`` while checking that the query
+    repeats them; the rows it does (those of the shards before the first it does not).
+
+    This thread opens each shard, then checks the shards' text while reader threads read
+    them (one ``preadv`` each, straight into its rows, holding no GIL), then reads with them
+    what is left, then checks the files read. There is one reader fewer than CPUs: this
+    thread takes the last CPU once its check is done, so no thread waits for one. A shard
+    found not repeated stops the reads not started yet.
+
+    Raises
+    ------
+    DamagedShard
+        A shard is missing or the wrong size, or a repeated one is damaged.
+    """
+    opened: list[tuple] = []
+    repeated = len(leading)
+    stop, claims = [len(leading)], itertools.count()
+    results: dict[int, int | OSError] = {}
+    began = threading.Semaphore(0)
+
+    def drain(first: bool = True) -> None:  # read the next shard not claimed, until none is
+        for i in claims:  # left (next() on a count is atomic: each shard is read once)
+            if i >= stop[0]:
+                break
+            fd, _, _, _, buffers = opened[i]
+            if first:  # (the waiting thread runs once this one lets go of the GIL: in preadv)
+                began.release()
+                first = False
+            try:
+                results[i] = os.preadv(fd, buffers, 0)
+            except OSError as exc:
+                results[i] = exc
+        if first:
+            began.release()
+
+    readers: list = []
+    try:
+        try:
+            for shard, start in leading:
+                name = f"{shard.name}.npy"
+                fd, ident, checked, expected = _open_shard(os.path.join(folder, name), shard)
+                buffers = [memoryview(bytearray(len(expected))),
+                           memoryview(out[start:start + shard.rows]).cast("B")]
+                opened.append((fd, ident, checked, expected, buffers))
+            pool = _reader_pool()
+            readers = [pool.submit(drain) for _ in range(max(1, _READ_THREADS - 1))]
+            for _ in readers:
+                # The readers' first reads start before the check: a reader that waited for
+                # the GIL meanwhile would wait for all of it (a waiting thread asks every 5 ms).
+                began.acquire()
+            for i, (shard, start) in enumerate(leading):
+                if not _repeats(shard, digests, start):
+                    repeated = stop[0] = i
+                    break
+            drain(first=False)
+        except BaseException:
+            stop[0] = 0  # (nothing more to read)
+            raise
+        finally:
+            wait(readers)  # (no read may still write into ``out`` once this returns)
+        for i, (shard, _) in enumerate(leading[:repeated]):
+            fd, ident, checked, expected, buffers = opened[i]
+            got = results.get(i)
+            if isinstance(got, OSError):
+                raise DamagedShard(shard.name, f"{shard.name}.npy: {got}")
+            if got != shard.nbytes:  # (a read may stop short: read again, to the end)
+                got = _pread_into(fd, buffers)
+            try:
+                _check_read(f"{shard.name}.npy", shard, buffers, expected, got, ident, checked)
+            except DamagedShard as exc:
+                raise DamagedShard(shard.name, str(exc)) from None
+    finally:
+        for fd, *_ in opened:
+            os.close(fd)
+    shard, start = leading[repeated - 1] if repeated else (None, 0)
+    return start + shard.rows if shard is not None else 0
+
+
+_POOL_LOCK = threading.Lock()
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _reader_pool() -> ThreadPoolExecutor:
+    """The process's reader threads (made again in a forked child, which has none of them).
+
+    All of them are started at once, before any read: a thread started while another fills
+    fresh memory waits for the page faults (both need the process's memory map), by up to
+    3 ms in a 10 ms read.
+    """
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != os.getpid():
+            pool = ThreadPoolExecutor(_READ_THREADS, thread_name_prefix="featclf-store-read")
+            started = threading.Barrier(_READ_THREADS)  # (each waits for all: N threads)
+            wait([pool.submit(started.wait) for _ in range(_READ_THREADS)])
+            _POOL = (os.getpid(), pool)
+        return _POOL[1]
 
 
 def stored_prefix(index: ConfigIndex, digests: Sequence[str | None] | np.ndarray) -> int:
@@ -104,25 +299,6 @@ def stored_prefix(index: ConfigIndex, digests: Sequence[str | None] | np.ndarray
     return at
 
 
-def plan(index: ConfigIndex, digests: Sequence[str | None] | np.ndarray
-         ) -> tuple[np.ndarray, np.ndarray, list[tuple]]:
-    """(found, the result to fill, the read tasks that fill it); the caller holds the lock."""
-    n = len(digests)
-    prefix = stored_prefix(index, digests) if n else 0
-    if prefix == n and n:  # a rerun: every shard read whole, straight into its rows
-        out = np.empty((n, index.dim), dtype=np.float32)
-        tasks = [(shard, None, slice(start, start + shard.rows), True)
-                 for shard, start in zip(index.shards, index.starts) if start < n]
-        return np.ones(n, dtype=bool), out, tasks
-    rows = index.find(digests[prefix:] if prefix else digests)
-    if prefix:
-        rows = np.concatenate([np.arange(prefix, dtype=np.int64), rows])
-    found = rows >= 0
-    rows = rows[found]
-    out = np.empty((len(rows), index.dim or 0), dtype=np.float32)
-    return found, out, plan_reads(index, rows)
-
-
 def _pread_into(fd: int, buffers: list[memoryview]) -> int:
     """Fill ``buffers`` from the start of ``fd`` (one ``preadv`` call, usually); the bytes read."""
     total, offset = sum(len(b) for b in buffers), 0
@@ -141,18 +317,13 @@ def _pread_into(fd: int, buffers: list[memoryview]) -> int:
     return offset
 
 
-def _read_shard_rows(path: str, shard: Shard, rows: np.ndarray | None, out: np.ndarray,
-                     slots: np.ndarray | slice, whole: bool) -> None:
-    """Copy ``shard[rows]`` into ``out[slots]`` (float32), checking what must be checked.
-
-    ``whole``: ``rows`` is every row of the shard in order (or None) and ``slots`` a slice. File
-    descriptors and ``preadv`` rather than file objects: a hit of many shards is a loop of
-    small calls, and Python's file layer costs more per call than the system calls do.
+def _open_shard(path: str, shard: Shard) -> tuple[int, tuple, bool, bytes]:
+    """Open a shard file to read it: ``(fd, identity, checked already?, expected header)``.
 
     Raises
     ------
     DamagedShard
-        The file is missing, has the wrong size or header, or fails its checksum.
+        The file is missing or the wrong size (the file is closed then).
     """
     name = os.path.basename(path)
     data_len = shard.rows * shard.dim * np.dtype(shard.dtype).itemsize
@@ -168,11 +339,49 @@ def _read_shard_rows(path: str, shard: Shard, rows: np.ndarray | None, out: np.n
         known = _format.CHECKED.get(ident)
         if known is not None and known != shard.checksum:
             raise DamagedShard(f"{name}: checksum mismatch")
-        # Hashed here before, or unchanged since its writer (or prune) hashed it: see _keys.
-        checked = known is not None or shard.verified == ident[1:]
         expected = expected_header(shard.rows, shard.dim, shard.dtype)
         if len(expected) != shard.nbytes - data_len:
             raise DamagedShard(f"{name}: its .npy header does not match its index")
+    except BaseException:
+        os.close(fd)
+        raise
+    # Hashed here before, or unchanged since its writer (or prune) hashed it: see _keys.
+    return fd, ident, known is not None or shard.verified == ident[1:], expected
+
+
+def _check_read(name: str, shard: Shard, buffers: list[memoryview], expected: bytes, got: int,
+                ident: tuple, checked: bool) -> None:
+    """Check a whole shard just read into ``buffers`` (its header, its data): the header,
+    the size, and the checksum unless the file is known unchanged (DamagedShard if not)."""
+    if buffers[0] != expected:
+        raise DamagedShard(f"{name}: its .npy header does not match its index")
+    if got != shard.nbytes:
+        raise DamagedShard(f"{name}: truncated")
+    if not checked:
+        h = xxhash.xxh3_128()
+        for buffer in buffers:
+            h.update(buffer)
+        _format.CHECKED[ident] = h.hexdigest()
+        if _format.CHECKED[ident] != shard.checksum:
+            raise DamagedShard(f"{name}: checksum mismatch")
+
+
+def _read_shard_rows(path: str, shard: Shard, rows: np.ndarray | None, out: np.ndarray,
+                     slots: np.ndarray | slice, whole: bool) -> None:
+    """Copy ``shard[rows]`` into ``out[slots]`` (float32), checking what must be checked.
+
+    ``whole``: ``rows`` is every row of the shard in order (or None) and ``slots`` a slice. File
+    descriptors and ``preadv`` rather than file objects: a hit of many shards is a loop of
+    small calls, and Python's file layer costs more per call than the system calls do.
+
+    Raises
+    ------
+    DamagedShard
+        The file is missing, has the wrong size or header, or fails its checksum.
+    """
+    name = os.path.basename(path)
+    fd, ident, checked, expected = _open_shard(path, shard)
+    try:
         if checked and rows is not None and len(rows) * 4 < shard.rows:
             # A few rows of a shard already checked: map it instead of reading it all.
             with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
@@ -185,24 +394,24 @@ def _read_shard_rows(path: str, shard: Shard, rows: np.ndarray | None, out: np.n
         direct = whole and shard.dtype == "float32"
         # Read straight into the caller's rows when they are the whole shard: one copy.
         target = out[slots] if direct else np.empty((shard.rows, shard.dim), dtype=shard.dtype)
-        header = bytearray(len(expected))
-        raw = memoryview(target).cast("B")
-        got = _pread_into(fd, [memoryview(header), raw])
+        buffers = [memoryview(bytearray(len(expected))), memoryview(target).cast("B")]
+        got = _pread_into(fd, buffers)
     finally:
         os.close(fd)
-    if header != expected:
-        raise DamagedShard(f"{name}: its .npy header does not match its index")
-    if got != shard.nbytes:
-        raise DamagedShard(f"{name}: truncated")
-    if not checked:
-        h = xxhash.xxh3_128()
-        h.update(header)
-        h.update(raw)
-        _format.CHECKED[ident] = h.hexdigest()
-        if _format.CHECKED[ident] != shard.checksum:
-            raise DamagedShard(f"{name}: checksum mismatch")
+    _check_read(name, shard, buffers, expected, got, ident, checked)
     if not direct:
         out[slots] = target if whole else target[rows]
+
+
+def _read_task(folder: str, task: tuple[Shard, np.ndarray | None, slice | np.ndarray, bool],
+               out: np.ndarray) -> None:
+    """Run one read task into ``out`` (DamagedShard with ``(stem, reason)`` as its args)."""
+    shard, shard_rows, slots, whole = task
+    try:
+        _read_shard_rows(os.path.join(folder, f"{shard.name}.npy"), shard, shard_rows, out,
+                         slots, whole)
+    except DamagedShard as exc:
+        raise DamagedShard(shard.name, str(exc)) from None
 
 
 def read_rows(directory: Path, tasks: list[tuple], out: np.ndarray) -> None:
@@ -215,25 +424,12 @@ def read_rows(directory: Path, tasks: list[tuple], out: np.ndarray) -> None:
     DamagedShard
         With ``(shard stem, reason)`` as its arguments.
     """
-
     folder = os.fspath(directory)
-
-    def read(task: tuple[Shard, np.ndarray, slice | np.ndarray, bool]) -> None:
-        shard, shard_rows, slots, whole = task
-        try:
-            _read_shard_rows(os.path.join(folder, f"{shard.name}.npy"), shard, shard_rows, out,
-                             slots, whole)
-        except DamagedShard as exc:
-            raise DamagedShard(shard.name, str(exc)) from None
-
-    workers = min(len(tasks), _READ_THREADS)
-    if workers > 1 and out.nbytes >= _PARALLEL_READ_BYTES and \
+    if len(tasks) > 1 and _READ_THREADS > 1 and out.nbytes >= _PARALLEL_READ_BYTES and \
             any(task[0].verified is None for task in tasks):
         # File reads and xxh3 release the GIL: shards to hash are read and checked side by
-        # side, each into its own rows of ``out``. (Shards that need no hashing are read in
-        # one thread: threads then add CPU time and no speed, the copy being memory-bound.)
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(read, tasks))
+        # side, each into its own rows of ``out``.
+        list(_reader_pool().map(lambda task: _read_task(folder, task, out), tasks))
     else:
         for task in tasks:
-            read(task)
+            _read_task(folder, task, out)

@@ -156,7 +156,7 @@ def key_index_problem(directory: Path, shard: Shard) -> str | None:
     the JSON index ``shard`` was read from)."""
     try:
         index_stat = file_stat(os.stat(directory / f"{shard.name}.json"))
-        keyed = read_keys(directory, shard.name, index_stat)
+        keyed = read_keys(directory, shard.name, index_stat, whole=True)
     except FileNotFoundError:
         return "its JSON index vanished (a prune rewrote it)"
     except ValueError as exc:
@@ -206,7 +206,7 @@ def _prune_stat_record(store: FeatureStore) -> int:
     for key in store.configs():
         index = ConfigIndex(store.root / "configs" / key)
         index.refresh()
-        keys.extend(index.keys)
+        keys.extend(index.shard_keys())
     return StatRecord(store.root).prune(np.concatenate(keys))
 
 
