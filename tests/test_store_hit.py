@@ -24,19 +24,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xxhash
+from store_helpers import as_in_a_new_process, digests_of
 
-from featclf.store import FeatureStore, _format, _index, _keys, _nskeys, _read
+from featclf.store import FeatureStore, _format, _keys, _nskeys, _read
 
 CONFIG = {"model": "hit-test", "layer": None, "pooling": "avg"}
-
-
-def digests_of(n: int, offset: int = 0) -> list[str]:
-    return [xxhash.xxh3_128_hexdigest(f"sample {i}".encode()) for i in range(offset, offset + n)]
-
-
-def as_in_a_new_process() -> None:
-    _format.CHECKED.clear()
-    _index.INDEXES.clear()
 
 
 def filled(tmp_path: Path, n: int = 50, dim: int = 6, shard_rows: int = 8, **extra

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import xxhash
+from store_helpers import digests_of
 
 from featclf.store import FeatureStore, _format, _index, _keys
 from featclf.store._keys import Shard, digest_keys, keys_bytes
@@ -46,10 +46,6 @@ print(json.dumps({{"found": found.tolist(), "hashed": hashed,
                    "keys_opened": sorted(p.rsplit("/", 1)[-1] for p in opened
                                          if p.endswith(".keys"))}}))
 """
-
-
-def digests_of(n: int, offset: int = 0) -> list[str]:
-    return [xxhash.xxh3_128_hexdigest(f"sample {i}".encode()) for i in range(offset, offset + n)]
 
 
 def read_in_new_process(root: Path, digests: list[str], tmp_path: Path) -> tuple[dict,

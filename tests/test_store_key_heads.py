@@ -17,21 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xxhash
+from store_helpers import as_in_a_new_process, digests_of
 
-from featclf.store import FeatureStore, _format, _index
-from featclf.store._keys import KEYS_SUFFIX
-from featclf.store._nskeys import NAMESPACE_KEYS
+from featclf.store import FeatureStore, _format
+from featclf.store._keys import KEYS_SUFFIX, _head_sum
+from featclf.store._nskeys import NAMESPACE_KEYS, _records_sum
 
 CONFIG = {"model": "key-heads", "layer": None, "pooling": "avg"}
-
-
-def digests_of(n: int, offset: int = 0) -> list[str]:
-    return [xxhash.xxh3_128_hexdigest(f"sample {i}".encode()) for i in range(offset, offset + n)]
-
-
-def as_in_a_new_process() -> None:
-    _format.CHECKED.clear()
-    _index.INDEXES.clear()
 
 
 def bytes_read() -> int:
@@ -92,6 +84,21 @@ def test_opening_reads_the_heads_and_a_rerun_never_reads_the_keys(store):
     assert index.fallbacks == {}
 
 
+def assert_read_through_json(store, digests, vectors, kind, shard: int, reason: str,
+                             seed: int) -> None:
+    """A look-up out of the stored order (it needs the keys) finds every vector, and the
+    shards whose keys were in the broken file (every one, for shards.keys) were read through
+    their JSON index, for ``reason``."""
+    index = store._index(CONFIG)
+    order = np.random.default_rng(seed).permutation(len(digests))
+    found, got = store.get(CONFIG, [digests[i] for i in order])
+    assert found.all() and np.array_equal(got, vectors[order])
+    expected = [s.name for s in index.shards] if kind == NAMESPACE_KEYS else \
+        [index.shards[shard].name]
+    assert sorted(index.fallbacks) == sorted(expected)
+    assert all(reason in why for why in index.fallbacks.values())
+
+
 def _keys_region_byte(directory: Path, kind: str, shard: int) -> tuple[Path, int]:
     """A file and a byte offset inside the keys of shard ``shard`` (past every head)."""
     if kind == NAMESPACE_KEYS:
@@ -109,14 +116,7 @@ def test_keys_damaged_past_the_head_give_way_to_the_json_index(store):
     assert all(s.source == "keys" for s in index.shards)  # the heads are sound
     found, got = store.get(CONFIG, digests)
     assert found.all() and np.array_equal(got, vectors)  # a rerun needs no keys
-    order = np.random.default_rng(2).permutation(2000)
-    found, got = store.get(CONFIG, [digests[i] for i in order])
-    assert found.all() and np.array_equal(got, vectors[order])
-    # Each shard whose keys were in the damaged file was read through its JSON index instead.
-    damaged = [s.name for s in index.shards] if kind == NAMESPACE_KEYS else \
-        [index.shards[3].name]
-    assert sorted(index.fallbacks) == sorted(damaged)
-    assert all("fails its own checksum" in why for why in index.fallbacks.values())
+    assert_read_through_json(store, digests, vectors, kind, 3, "fails its own checksum", 2)
     if kind != NAMESPACE_KEYS:  # verify reads every key index whole, and says which
         fallbacks = FeatureStore(store.root).verify().fallbacks
         assert [(Path(p).stem, "fails its own checksum" in why) for p, why in fallbacks] == \
@@ -132,28 +132,16 @@ def test_a_key_index_replaced_after_opening_is_not_mixed_with_its_head(store):
     victim = directory / (NAMESPACE_KEYS if kind == NAMESPACE_KEYS
                           else f"{index.shards[0].name}{KEYS_SUFFIX}")
     table = np.load(victim)
+    header = _format.expected_header(len(table), 2, "uint64")
     if kind == NAMESPACE_KEYS:
         table[3 + 11:3 + 13] = 0  # shard 0's record: rows 11-12, its shard file's stat
-        head_rows = 3 + 19 * 40
-        header = _format.expected_header(len(table), 2, "uint64")
-        table[2, 0] = 0
-        h = xxhash.xxh3_64()
-        h.update(header + table[:head_rows].tobytes())
-        table[2, 0] = h.intdigest()
+        table[2, 0] = _records_sum(header + table[:3 + 19 * 40].tobytes(), len(header) + 32)
     else:
         table[4:6] = 0
-        table[8, 1] = 0
-        head = _format.expected_header(len(table), 2, "uint64") + table[:12].tobytes()
-        table[8, 1] = xxhash.xxh3_64_intdigest(head)
-    body = _format.expected_header(len(table), 2, "uint64") + table[:-1].tobytes()
+        table[8, 1] = _head_sum(header + table[:12].tobytes())
+    body = header + table[:-1].tobytes()
     victim.write_bytes(body + np.array([xxhash.xxh3_64_intdigest(body), 0], "<u8").tobytes())
-    order = np.random.default_rng(3).permutation(2000)
-    found, got = store.get(CONFIG, [digests[i] for i in order])
-    assert found.all() and np.array_equal(got, vectors[order])
-    replaced = [s.name for s in index.shards] if kind == NAMESPACE_KEYS else \
-        [index.shards[0].name]
-    assert sorted(index.fallbacks) == sorted(replaced)
-    assert all("replaced after it was opened" in why for why in index.fallbacks.values())
+    assert_read_through_json(store, digests, vectors, kind, 0, "replaced after it was opened", 3)
 
 
 def test_a_shard_without_keys_in_either_index_counts_as_missing(store):
