@@ -24,8 +24,7 @@ Layout
                                       keys, rows, dim, dtype, checksum, text hashes of the
                                       digests, paths, labels (a .npy; see featclf.store._keys)
         shards.keys                   optional: the key indexes of every shard the last prune
-                                      (or a writer of 16+ shards) saw, in one file (see
-                                      featclf.store._nskeys)
+                                      (or a writer of 16+ shards) saw, in one file
       samples/<time>-<writer>.json    newer paths/labels of samples (a moved file, CLI labels)
       errors.csv                      unreadable images of the last `featclf extract` (CLI)
 
@@ -53,9 +52,8 @@ shard's binary key index, not its JSON (parsing JSON cost more than reading the 
 key index is trusted only while its own checksum holds and the JSON index is as it was when
 the key index was written, else the JSON index is read (``verify`` lists those shards and
 ``prune`` rewrites their key indexes, which is how stores written before key indexes are
-upgraded; writers upgrade the shards their process read, too). A key index is opened by its
-head, which has its own checksum; its keys are read (and the whole file checked) only when a
-look-up needs them, which a rerun does not. Lookups run in numpy
+upgraded; writers upgrade the shards their process read, too); it is opened by its head, its
+keys read when a look-up needs them (a rerun does not). Lookups run in numpy
 (128-bit keys, ``np.searchsorted`` after one sort; a query in stored order, as a rerun's is,
 needs no sort), not in a Python dict of strings. Many small shards are merged by
 ``FeatureStore.prune(compact=True)``, which also removes duplicates.
@@ -111,11 +109,10 @@ is never returned: its vectors count as missing and are recomputed, with a warni
 
 Modules
 -------
-``_format`` (the bytes on disk: atomic writes, shard files, headers and checksums), ``_keys``
-(digest keys and the key index files), ``_index`` (a namespace's loaded indexes, lookups),
-``_read`` (the hit path: a rerun, recognised by its digests' text hashes, is read shard by
-shard straight into the result), ``_writer`` (:class:`ShardWriter`),
-``maintenance`` (info, verify, prune and compaction) and ``export`` (Parquet and NPZ).
+``_format`` (bytes on disk: atomic writes, shards, checksums), ``_keys`` and ``_nskeys`` (digest
+keys, key indexes and ``shards.keys``), ``_index`` (a namespace's loaded indexes, lookups),
+``_read`` (the hit path), ``_writer`` (:class:`ShardWriter`), ``maintenance`` (info, verify,
+prune, compaction) and ``export`` (Parquet and NPZ).
 
 Examples
 --------
