@@ -50,10 +50,11 @@ screenshots: $(STAMP) $(CHROMIUM)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
-## make bench-gpu: on a CUDA machine, the GPU tests and the extraction benchmark on the GPU only
+## make bench-gpu: on a CUDA machine, the GPU tests, then extraction and linear solvers on the GPU
 bench-gpu: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider -m gpu tests
 	$(BIN)/python benchmarks/extract_throughput.py --devices cuda --out-dir artifacts/benchmarks/gpu
+	$(BIN)/python benchmarks/linear_solvers.py --gpu-only --out-dir artifacts/benchmarks/gpu
 
 lint: $(STAMP)
 	$(BIN)/ruff check featclf tests benchmarks tools notebooks/src conftest.py

@@ -7,8 +7,11 @@ grid (C from 1e-6 to 1e5, :data:`featclf.linear.PROBE_GRID`) fitted warm-started
 :func:`featclf.linear.regularization_path`, for both torch classifiers. Held-out accuracy for
 every fit (and the best along each path). scikit-learn's grids are not run: 45 LinearSVC fits
 at 100 classes take hours here; nothing is extrapolated. The limit featclf's numbers are ratios
-of is scikit-learn's own solver on the same matrix, in the same run. The 200k x 2048 x 1000
-case runs only on a GPU (recorded as skipped on a CPU).
+of is scikit-learn's own solver on the same matrix, in the same run. The GPU cases (200k and
+1M x 2048 x 1000 classes, float32 on CUDA; the target: 1M in <= 30 s) run only on a GPU and
+are recorded as skipped on a CPU; ``--gpu-only`` runs them alone (``make bench-gpu``, into
+``artifacts/benchmarks/gpu/``; with ``--case``, the cases given), and ``--gpu-device cpu``
+runs that path on the CPU, to check the script where no GPU is lent.
 
 C=0.1 for the single fits is mid-grid, where liblinear converges fastest (classifier_fit.py's
 many-class case uses it too): the hardest LinearSVC time for the grid to beat.
@@ -17,8 +20,9 @@ The JSON names the kernels that ran: threadpoolctl's view (NumPy's BLAS, which s
 uses, and OpenMP) and torch's own (``torch.__config__``: MKL, statically linked, which
 threadpoolctl cannot see), with the thread counts of each.
 
-Run: ``python benchmarks/linear_solvers.py [--quick | --smoke] [--case NxDxK ...] [--out-dir DIR]``
-(``--case 50000x512x100``: only that CPU case, e.g. the target's, when time is short).
+Run: ``python benchmarks/linear_solvers.py [--quick | --smoke] [--case NxDxK ...]
+[--gpu-only [--gpu-device DEV]] [--out-dir DIR]`` (``--case 50000x512x100``: only that CPU
+case, e.g. the target's, when time is short).
 """
 
 from __future__ import annotations
@@ -53,10 +57,11 @@ TORCH_THREADS = 1
 
 SETTINGS = {
     "full": dict(cases=[(50_000, 512, 10), (50_000, 512, 100)], n_test=10_000,
-                 grid=PROBE_GRID, gpu_case=(200_000, 2048, 1000)),
+                 grid=PROBE_GRID, gpu_cases=[(200_000, 2048, 1000), (1_000_000, 2048, 1000)]),
     "quick": dict(cases=[(10_000, 512, 10), (10_000, 512, 100)], n_test=5_000,
-                  grid=PROBE_GRID, gpu_case=(50_000, 2048, 1000)),
-    "smoke": dict(cases=[(600, 32, 5)], n_test=300, grid=PROBE_GRID[::5], gpu_case=None),
+                  grid=PROBE_GRID, gpu_cases=[(50_000, 2048, 1000)]),
+    "smoke": dict(cases=[(600, 32, 5)], n_test=300, grid=PROBE_GRID[::5],
+                  gpu_cases=[(400, 16, 4)]),
 }
 
 
@@ -92,11 +97,30 @@ def timed_fit(estimator, X, y, X_test, y_test) -> dict:
             "converged": not any(issubclass(w.category, ConvergenceWarning) for w in caught)}
 
 
-def run_case(n: int, d: int, k: int, cfg: dict, device: str) -> dict:
+def _standardised(X: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test rows scaled by the training rows' statistics, in float32 blocks (at
+    1M x 2048, StandardScaler's float64 copies would need 50 GB)."""
+    mean = X[:n].mean(axis=0, dtype=np.float64)
+    scale = X[:n].std(axis=0, dtype=np.float64)
+    scale[scale == 0] = 1.0
+    for start in range(0, len(X), 65536):
+        block = X[start:start + 65536]
+        block -= mean.astype(np.float32)
+        block /= scale.astype(np.float32)
+    return X[:n], X[n:]
+
+
+def run_case(n: int, d: int, k: int, cfg: dict, device: str, *, gpu_case: bool = False
+             ) -> dict:
+    """One case: scikit-learn's fits beside featclf's (a CPU case), or featclf's alone on
+    ``device`` (a GPU case: ``gpu_case``)."""
     X, y = deep_like_features(n + cfg["n_test"], k, n_features=d, seed=0)
-    scaler = StandardScaler().fit(X[:n])
-    X_train = scaler.transform(X[:n]).astype(np.float32)
-    X_test = scaler.transform(X[n:]).astype(np.float32)
+    if not gpu_case:
+        scaler = StandardScaler().fit(X[:n])
+        X_train = scaler.transform(X[:n]).astype(np.float32)
+        X_test = scaler.transform(X[n:]).astype(np.float32)
+    else:
+        X_train, X_test = _standardised(X, n)
     y_train, y_test = y[:n], y[n:]
     out: dict = {"n": n, "n_features": d, "n_classes": k, "n_test": cfg["n_test"], "C": C_ONE,
                  "device": device}
@@ -106,7 +130,7 @@ def run_case(n: int, d: int, k: int, cfg: dict, device: str) -> dict:
         "torch_linear_svc": TorchLinearSVC(C=C_ONE, device=device, n_threads=TORCH_THREADS),
     }
     fits = {}
-    if device == "cpu":
+    if not gpu_case:
         with threadpool_limits(limits=SKLEARN_BLAS_THREADS, user_api="blas"):
             fits["sklearn_logistic_lbfgs"] = timed_fit(
                 LogisticRegression(C=C_ONE, solver="lbfgs", max_iter=1000), X_train, y_train,
@@ -122,7 +146,7 @@ def run_case(n: int, d: int, k: int, cfg: dict, device: str) -> dict:
     paths = {}
     runs = dict(torch_est)
     threads = torch.get_num_threads()
-    if threads > TORCH_THREADS:
+    if threads > TORCH_THREADS and not gpu_case:
         # featclf's default: all of torch's threads for a large fit (LinearSVC has one).
         runs["torch_linear_svc_all_threads"] = TorchLinearSVC(device=device)
     for name, est in runs.items():
@@ -184,12 +208,29 @@ def _take_cases(argv: list[str]) -> tuple[list[str], list[tuple[int, int, int]] 
     return rest, cases or None
 
 
+def _take_gpu_options(argv: list[str]) -> tuple[list[str], bool, str]:
+    """Remove ``--gpu-only`` and ``--gpu-device DEV`` (common.parse_args does not know them)."""
+    rest, gpu_only, device = [], False, "cuda"
+    items = iter(argv)
+    for item in items:
+        if item == "--gpu-only":
+            gpu_only = True
+        elif item == "--gpu-device":
+            device = next(items)
+        else:
+            rest.append(item)
+    return rest, gpu_only, device
+
+
 def main(argv: list[str] | None = None) -> int:
     argv, only = _take_cases(sys.argv[1:] if argv is None else list(argv))
+    argv, gpu_only, gpu_device = _take_gpu_options(argv)
     args = common.parse_args(__doc__.splitlines()[0], argv)
     cfg = dict(SETTINGS[args.mode])
     if only:
-        cfg["cases"], cfg["gpu_case"] = only, None
+        cfg["cases"], cfg["gpu_cases"] = ([], only) if gpu_only else (only, [])
+    elif gpu_only:
+        cfg["cases"] = []
     started = time.perf_counter()
     # The first fit in a process pays torch's one-time start-up; keep it out of the timings.
     TorchLogisticRegression(device="cpu").fit(np.eye(4), [0, 1, 0, 1])
@@ -198,11 +239,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{n} x {d}, {k} classes (CPU)", flush=True)
         cases.append(run_case(n, d, k, cfg, "cpu"))
     skipped = {}
-    if cfg["gpu_case"] is not None:
-        n, d, k = cfg["gpu_case"]
-        if torch.cuda.is_available():
-            print(f"{n} x {d}, {k} classes (CUDA)", flush=True)
-            cases.append(run_case(n, d, k, cfg, "cuda"))
+    for n, d, k in cfg["gpu_cases"] if gpu_only or args.mode != "smoke" else []:
+        if gpu_device == "cpu" or torch.cuda.is_available():
+            print(f"{n} x {d}, {k} classes ({gpu_device})", flush=True)
+            cases.append(run_case(n, d, k, cfg, gpu_device, gpu_case=True))
         else:
             skipped[f"{n}x{d}x{k}"] = "no CUDA device here; this case runs on a GPU only"
     rows = [{"case": f"{c['n']}x{c['n_features']}x{c['n_classes']}", "solver": name, **fit}

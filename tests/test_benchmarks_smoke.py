@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -199,3 +200,36 @@ def test_linear_solvers_time_one_fit_and_the_grid_against_scikit_learn(smoke_dir
     assert abs(fits["torch_logistic"]["test_accuracy"]
                - fits["sklearn_logistic_lbfgs"]["test_accuracy"]) <= 0.005
     assert {"threadpoolctl"} <= set(doc["kernels"])
+
+
+@pytest.mark.slow
+def test_the_gpu_solver_cases_run_alone_and_can_be_checked_on_the_cpu(tmp_path):
+    # `make bench-gpu` runs `linear_solvers.py --gpu-only`: where no GPU is lent, its cases are
+    # recorded as skipped, and `--gpu-device cpu` runs the very same path here.
+    run_benchmark("linear_solvers", tmp_path / "none", "--smoke", "--gpu-only")
+    doc = read(tmp_path / "none", "linear_solvers")
+    assert doc["results"]["cases"] == [] and list(doc["results"]["skipped"]) == ["400x16x4"]
+    run_benchmark("linear_solvers", tmp_path / "cpu", "--smoke", "--gpu-only", "--gpu-device",
+                  "cpu")
+    (case,) = read(tmp_path / "cpu", "linear_solvers")["results"]["cases"]
+    assert (case["n"], case["n_features"], case["n_classes"]) == (400, 16, 4)
+    assert set(case["fits"]) == {"torch_logistic", "torch_linear_svc"}  # featclf's alone
+    assert all(fit["test_accuracy"] > 0.5 for fit in case["fits"].values())  # chance: 0.25
+    assert set(case["paths"]) == {"torch_logistic", "torch_linear_svc"}
+
+
+def test_gpu_cases_are_standardised_in_place_by_the_training_rows():
+    sys.path.insert(0, str(BENCH))
+    try:
+        from linear_solvers import _standardised
+    finally:
+        sys.path.remove(str(BENCH))
+    rng = np.random.default_rng(0)
+    X = (rng.normal(3.0, 2.0, size=(300, 5)) * [1, 2, 3, 4, 0]).astype(np.float32)
+    raw = X.copy()
+    train, test = _standardised(X, 200)
+    assert train.base is not None and np.shares_memory(train, X)  # no copy of the matrix
+    mean, std = raw[:200].mean(axis=0), raw[:200].std(axis=0)
+    std[std == 0] = 1.0  # (a constant column stays as it is, centred)
+    np.testing.assert_allclose(train, (raw[:200] - mean) / std, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(test, (raw[200:] - mean) / std, rtol=1e-5, atol=1e-5)
