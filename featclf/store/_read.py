@@ -110,11 +110,13 @@ def lookup(index: ConfigIndex, digests: Sequence[str | None] | np.ndarray
             rows = np.concatenate([np.arange(prefix, dtype=np.int64), rows[rows >= 0]])
             tasks = plan_reads(index, rows[done:], at=done)
     m = n if rows is None else len(rows)
-    if out is None or m < n:
-        # (the rows read already are the first of any result: the found ones lead)
-        kept, out = out, empty_rows(m, dim)
-        if done:
-            out[:done] = kept[:done]
+    if out is not None and m < n:
+        # The rows read already are the first of any result (the found ones lead): a rerun
+        # over a grown data set keeps them where they are; a result much smaller than the
+        # query is copied out, not kept inside an array of the query's size.
+        out = out[:m] if 2 * m >= n else out[:m].copy()
+    elif out is None:
+        out = empty_rows(m, dim)
     read_rows(index.directory, tasks, out)
     return found, out
 
