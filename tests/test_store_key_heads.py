@@ -21,7 +21,7 @@ from store_helpers import as_in_a_new_process, digests_of
 
 from featclf.store import FeatureStore, _format
 from featclf.store._keys import KEYS_SUFFIX, _head_sum
-from featclf.store._nskeys import NAMESPACE_KEYS, _records_sum
+from featclf.store._nskeys import NAMESPACE_KEYS
 
 CONFIG = {"model": "key-heads", "layer": None, "pooling": "avg"}
 
@@ -135,7 +135,7 @@ def test_a_key_index_replaced_after_opening_is_not_mixed_with_its_head(store):
     header = _format.expected_header(len(table), 2, "uint64")
     if kind == NAMESPACE_KEYS:
         table[3 + 11:3 + 13] = 0  # shard 0's record: rows 11-12, its shard file's stat
-        table[2, 0] = _records_sum(header + table[:3 + 19 * 40].tobytes(), len(header) + 32)
+        table[2, 0] = _head_sum(header + table[:3 + 19 * 40].tobytes(), len(header) + 32)
     else:
         table[4:6] = 0
         table[8, 1] = _head_sum(header + table[:12].tobytes())

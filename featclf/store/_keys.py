@@ -396,7 +396,8 @@ def keys_bytes(shard: Shard, digests: Sequence[str], index_stat: tuple[int, int,
 
 
 def _head_sum(head: bytes | bytearray, at: int = _HEAD_SUM_AT) -> int:
-    """xxh3-64 of a key index's head with its own 8 bytes (from ``at``) taken as zeros."""
+    """xxh3-64 of a key index's head with its own 8 bytes (from ``at``) taken as zeros (also
+    the records' checksum of a namespace key index)."""
     h = xxhash.xxh3_64()
     h.update(memoryview(head)[:at])
     h.update(bytes(8))
@@ -494,10 +495,21 @@ def _whole_sum_ok(raw: bytes) -> bool:
         int.from_bytes(raw[-16:-8], "little")
 
 
+def read_as_opened(path: str, size: int, head: bytes, what: str) -> bytes:
+    """The whole of a key index opened by its ``head`` earlier: it must hold its own checksum
+    and still begin with that head (ValueError naming ``what`` otherwise)."""
+    with open(path, "rb", buffering=0) as fh:
+        raw = fh.read()
+    if len(raw) != size or not _whole_sum_ok(raw):
+        raise ValueError(f"{what} fails its own checksum (torn or damaged)")
+    if raw[:len(head)] != head:
+        raise ValueError(f"{what} was replaced after it was opened")
+    return raw
+
+
 @dataclass
 class _KeysLater:
-    """Reads the keys of a key index opened by its head: the whole file, which must hold its
-    own checksum and still begin with the head that was opened."""
+    """Reads the keys of a key index opened by its head (:func:`read_as_opened`)."""
 
     path: str
     head: bytes
@@ -505,12 +517,7 @@ class _KeysLater:
     rows: int
 
     def read(self) -> np.ndarray:
-        with open(self.path, "rb", buffering=0) as fh:
-            raw = fh.read()
-        if len(raw) != self.size or not _whole_sum_ok(raw):
-            raise ValueError("key index fails its own checksum (torn or damaged)")
-        if raw[:len(self.head)] != self.head:
-            raise ValueError("the key index was replaced after it was opened")
+        raw = read_as_opened(self.path, self.size, self.head, "key index")
         return np.frombuffer(raw, "<u8", count=2 * self.rows,
                              offset=len(self.head)).reshape(self.rows, 2)
 

@@ -33,12 +33,15 @@ from featclf.store._format import DTYPES, atomic_write, expected_header
 from featclf.store._keys import (
     _HEX_FLAG,
     _KEYS_VERSION,
+    _NPY_HEAD,
     Shard,
     _flags,
     _hash_rows,
+    _head_sum,
     _pread_all,
     _read_hashes,
     _whole_sum_ok,
+    read_as_opened,
 )
 
 NAMESPACE_KEYS = "shards.keys"
@@ -47,15 +50,6 @@ _NS_RECORDS = {1: 16, 2: 19, 3: 19}  # rows per shard
 _NS_TOP = {1: 2, 2: 2, 3: 3}  # rows before the first record
 _NS_RECORD = _NS_RECORDS[_KEYS_VERSION]
 _STEM_BYTES = 128
-
-
-def _records_sum(head: bytes | bytearray, at: int) -> int:
-    """xxh3-64 of every byte before the keys, with the 8 bytes of the sum (at ``at``) as 0."""
-    h = xxhash.xxh3_64()
-    h.update(memoryview(head)[:at])
-    h.update(bytes(8))
-    h.update(memoryview(head)[at + 8:])
-    return h.intdigest()
 
 
 def namespace_keys_bytes(shards: Sequence[Shard]) -> bytes:
@@ -82,7 +76,7 @@ def namespace_keys_bytes(shards: Sequence[Shard]) -> bytes:
         at += shard.rows
     header = expected_header(len(table), 2, "uint64")
     records_end = top + _NS_RECORD * n
-    table[2, 0] = _records_sum(header + table[:records_end].tobytes(), len(header) + 32)
+    table[2, 0] = _head_sum(header + table[:records_end].tobytes(), len(header) + 32)
     body = header + table[:-1].tobytes()
     return body + np.array([xxhash.xxh3_64_intdigest(body), 0], "<u8").tobytes()
 
@@ -107,12 +101,7 @@ class _TableLater:
     def rows(self, at: int, rows: int) -> np.ndarray:
         with self.lock:
             if self.table is None:
-                with open(self.path, "rb", buffering=0) as fh:
-                    raw = fh.read()
-                if len(raw) != self.size or not _whole_sum_ok(raw):
-                    raise ValueError(f"{NAMESPACE_KEYS} fails its own checksum (torn or damaged)")
-                if raw[:len(self.head)] != self.head:
-                    raise ValueError(f"{NAMESPACE_KEYS} was replaced after it was opened")
+                raw = read_as_opened(self.path, self.size, self.head, NAMESPACE_KEYS)
                 self.table = np.frombuffer(raw, "<u8", offset=self.keys_at).reshape(-1, 2)
         return self.table[at:at + rows]
 
@@ -124,7 +113,7 @@ def read_namespace_keys(directory: Path) -> dict[str, Shard]:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except (FileNotFoundError, NotADirectoryError):
         return {}
-    head = len(expected_header(1, 2, "uint64"))
+    head = _NPY_HEAD
     try:
         size = os.fstat(fd).st_size
         pre = os.pread(fd, head + 48, 0)
@@ -144,7 +133,7 @@ def read_namespace_keys(directory: Path) -> dict[str, Shard]:
             raw[:head] != expected_header(n_table, 2, "uint64"):
         return {}
     if version >= 3:
-        if _records_sum(raw, head + 32) != int.from_bytes(raw[head + 32:head + 40], "little"):
+        if _head_sum(raw, head + 32) != int.from_bytes(raw[head + 32:head + 40], "little"):
             return {}
         later = _TableLater(path, bytes(raw), size, records_end)
     elif not _whole_sum_ok(raw):
