@@ -24,15 +24,21 @@ run of a job):
 * **scale, in fresh processes** (issue 20): for N = 10k, 100k, 1M vectors of 84 floats and
   10k, 100k of 2048 floats (``full``; fewer with ``--quick``), in shards of the default size
   (about 8 MiB: 16384 rows of 84 floats, 1024 of 2048), each measurement is one new Python
-  process that has imported numpy and featclf.store and read its digests, then times one
-  call: ``np.load`` of the same matrix saved as one ``.npy``; a full hit
+  process that has imported numpy and featclf.store, read its digests and waited until no
+  other thread of the process is on a CPU (OpenBLAS's idle worker spins for a while after
+  numpy's import, here 0-30 ms after the digests are read: the wait is reported as
+  ``quiet_wait_ms``), then times one call: ``np.load`` of the same matrix saved as one
+  ``.npy``; a full hit
   ``FeatureStore(root).get(config, digests)``; ``open``: ``FeatureStore(root).get(config,
   [one digest])`` (the namespace's index loaded, one vector read) -- both on the store as its
   writer left it (a writer of 16 shards or more writes the namespace key index
   ``shards.keys``) and on a copy after ``prune`` (which writes it again); the full hit by
   keys (``FeatureStore.digest_keys(digests)`` computed before the call, as a caller that keeps
   them does: what the store costs apart from converting a million strings); and, up to 100 MB,
-  the full hit of a copy without key indexes (the JSON path of older stores). Wall and CPU
+  the full hit of a copy without key indexes (the JSON path of older stores); and
+  ``np_load_as_started`` / ``hit_as_started``, the same two calls without the wait: the
+  spinning worker then holds one of this machine's two CPUs, which costs the store's reader
+  threads their own CPU and ``np.load`` (one thread) nothing. Wall and CPU
   time of the call are both recorded (on a shared machine a call of a few ms is often
   preempted for longer than it runs). Contenders alternate, in an order that rotates every
   round (11 rounds in ``full``), and each one's files are read just before its process
@@ -207,19 +213,46 @@ def measure_small_reads(root: Path, n: int, repeats: int) -> dict:
 # One measurement in a fresh process: imports and reading the digests are not timed (a job
 # has its digests before it asks the store), the call is. A gc.collect() first: otherwise the
 # first young-generation collection inside the call walks the caller's new list of a million
-# digests (25 ms at 1M), which a job pays once, wherever its next allocation happens.
-_CHILD = """
-import gc, json, sys, time
+# digests (25 ms at 1M), which a job pays once, wherever its next allocation happens. Then,
+# unless ``as_started``, the call waits until no other thread of the process is on a CPU:
+# OpenBLAS's idle worker, started by numpy's import, spins on one of this machine's two CPUs
+# for a while (measured: 40-65 ms after ``import numpy`` returns; less than a job's own
+# imports and work take before it asks the store), and the store's reader threads then share
+# the other CPU with the calling thread. The wait spins (this thread stays on its CPU, as a
+# job's own work keeps it) and is reported; ``as_started`` measures without it.
+_QUIET = """
+import os, time
+def quiet(limit=2.0):
+    start, me = time.perf_counter(), str(os.getpid())
+    try:
+        tasks = [t for t in os.listdir("/proc/self/task") if t != me]
+    except OSError:  # (no /proc: nothing to wait for that can be seen)
+        return 0.0
+    while time.perf_counter() - start < limit:
+        running = False
+        for t in tasks:
+            try:
+                with open(f"/proc/self/task/{{t}}/stat") as fh:
+                    running = running or fh.read().rsplit(")", 1)[1].split()[0] == "R"
+            except OSError:
+                pass  # (a thread that ended)
+        if not running:
+            break
+    return time.perf_counter() - start
+"""
+_CHILD = _QUIET + """
+import gc, json, sys
 sys.path.insert(0, {repo!r})
 import numpy as np
 from featclf.store import FeatureStore
-what, root, raw, digest_file = sys.argv[1:5]
+what, root, raw, digest_file, as_started = sys.argv[1:6]
 with open(digest_file) as fh:
     digests = fh.read().split()
 config = json.loads({config!r})
 if what == "hit_keys":  # a caller that keeps the store's keys of its digests
     digests = FeatureStore.digest_keys(digests)
 gc.collect()  # the digests just read are the caller's: their first collection is not the call's
+waited = 0.0 if as_started == "1" else quiet()
 start, cpu = time.perf_counter(), time.process_time()
 if what == "np_load":
     out = np.load(raw)
@@ -229,15 +262,15 @@ else:
     found, out = FeatureStore(root).get(config, digests)
 seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
 assert out.shape[0] == (1 if what == "open" else len(digests)), out.shape
-print(seconds, cpu)
+print(seconds, cpu, waited)
 """
 
 
 # The phases of one full hit in a fresh process: opening the namespace, then the look-up
 # (FeatureStore.get's body, whose leading shards are read while they are checked); and,
 # after it, the check alone (the text hashes, which the reads hide).
-_PHASES = """
-import gc, json, sys, time
+_PHASES = _QUIET + """
+import gc, json, sys
 sys.path.insert(0, {repo!r})
 from featclf.store import FeatureStore, _read
 root, digest_file = sys.argv[1:3]
@@ -245,6 +278,7 @@ with open(digest_file) as fh:
     digests = fh.read().split()
 config = json.loads({config!r})
 gc.collect()
+quiet()
 phases, last = {{}}, time.perf_counter()
 def tick(name):
     global last
@@ -287,9 +321,10 @@ def _phases(store_root: Path, digest_file: Path, repeats: int = 3) -> dict[str, 
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
-def _fresh_process(what: str, store_root: Path, raw: Path,
-                   digest_file: Path) -> tuple[float, float, float]:
-    """(wall seconds of the timed call, its CPU seconds, wall seconds of the whole process).
+def _fresh_process(what: str, store_root: Path, raw: Path, digest_file: Path,
+                   as_started: bool = False) -> tuple[float, float, float, float]:
+    """(wall seconds of the timed call, its CPU seconds, wall seconds of the whole process,
+    seconds it waited for the process's other threads to leave the CPUs first).
 
     CPU time (user + system, page faults included) is reported beside wall time because on a
     shared machine a call of a few milliseconds is often preempted for longer than it runs.
@@ -299,12 +334,13 @@ def _fresh_process(what: str, store_root: Path, raw: Path,
     _warm(digest_file)
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", code, what, str(store_root), str(raw),
-                           str(digest_file)], capture_output=True, text=True, timeout=600)
+                           str(digest_file), "1" if as_started else "0"],
+                          capture_output=True, text=True, timeout=600)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"{what} on {store_root} failed:\n{done.stderr[-2000:]}")
-    seconds, cpu = (float(v) for v in done.stdout.split()[-2:])
-    return seconds, cpu, wall
+    seconds, cpu, waited = (float(v) for v in done.stdout.split()[-3:])
+    return seconds, cpu, wall, waited
 
 
 def _copy_store(store_root: Path, target: Path, *, key_indexes: bool) -> Path:
@@ -342,30 +378,45 @@ def measure_scale(root: Path, sizes: dict[int, list[int]], repeats: int,
             # checks and describes again, with the namespace key index (shards.keys).
             pruned = _copy_store(case / "store", case / "pruned", key_indexes=True)
             FeatureStore(pruned).prune()
-            contenders = {"np_load": case / "store", "hit": case / "store",
-                          "open": case / "store", "hit_pruned": pruned, "open_pruned": pruned,
-                          "hit_keys": pruned}
+            # name -> (what the child times, on which store, without waiting for quiet)
+            contenders = {"np_load": ("np_load", case / "store", False),
+                          "hit": ("hit", case / "store", False),
+                          "open": ("open", case / "store", False),
+                          "hit_pruned": ("hit", pruned, False),
+                          "open_pruned": ("open", pruned, False),
+                          "hit_keys": ("hit_keys", pruned, False),
+                          "np_load_as_started": ("np_load", case / "store", True),
+                          "hit_as_started": ("hit", case / "store", True)}
             if n <= json_up_to and matrix.nbytes <= 100e6:
-                contenders["hit_json_only"] = _copy_store(case / "store", case / "json-only",
-                                                          key_indexes=False)
-            times: dict[str, list[tuple[float, float, float]]] = {k: [] for k in contenders}
+                contenders["hit_json_only"] = (
+                    "hit", _copy_store(case / "store", case / "json-only", key_indexes=False),
+                    False)
+            times: dict[str, list[tuple[float, float, float, float]]] = \
+                {k: [] for k in contenders}
             names = list(contenders)
             for round_ in range(repeats):
                 shift = round_ % len(names)
                 for name in names[shift:] + names[:shift]:
-                    what = name if name in ("np_load", "hit_keys") else name.split("_")[0]
-                    times[name].append(_fresh_process(what, contenders[name], raw, digest_file))
-            med = {k: statistics.median(t for t, _, _ in v) for k, v in times.items()}
-            cpu = {k: statistics.median(c for _, c, _ in v) for k, v in times.items()}
-            proc = {k: statistics.median(w for _, _, w in v) for k, v in times.items()}
+                    what, where, as_started = contenders[name]
+                    times[name].append(_fresh_process(what, where, raw, digest_file,
+                                                      as_started))
+            med = {k: statistics.median(t for t, _, _, _ in v) for k, v in times.items()}
+            cpu = {k: statistics.median(c for _, c, _, _ in v) for k, v in times.items()}
+            proc = {k: statistics.median(w for _, _, w, _ in v) for k, v in times.items()}
             row = {"dim": dim, "n": n, "matrix_mb": matrix.nbytes / 1e6,
                    "shards": len(list((case / "store").glob("configs/*/shard-*.npy"))),
                    "put_s": put_s,
                    **{f"{k}_ms": v * 1e3 for k, v in med.items()},
                    **{f"{k}_cpu_ms": v * 1e3 for k, v in cpu.items()},
                    **{f"{k}_process_ms": v * 1e3 for k, v in proc.items()},
-                   "times_s": {k: [t for t, _, _ in v] for k, v in times.items()},
-                   "cpu_s": {k: [c for _, c, _ in v] for k, v in times.items()},
+                   "times_s": {k: [t for t, _, _, _ in v] for k, v in times.items()},
+                   "cpu_s": {k: [c for _, c, _, _ in v] for k, v in times.items()},
+                   # how long each call waited for OpenBLAS's spinning worker (median, max)
+                   "quiet_wait_ms": {k: [statistics.median(q for *_, q in v) * 1e3,
+                                         max(q for *_, q in v) * 1e3]
+                                     for k, v in times.items() if not contenders[k][2]},
+                   "hit_as_started_over_np_load_as_started":
+                       med["hit_as_started"] / med["np_load_as_started"],
                    "hit_over_np_load": med["hit"] / med["np_load"],
                    "hit_over_np_load_cpu": cpu["hit"] / cpu["np_load"],
                    "hit_pruned_over_np_load": med["hit_pruned"] / med["np_load"],
@@ -375,9 +426,9 @@ def measure_scale(root: Path, sizes: dict[int, list[int]], repeats: int,
                    # Best of the rounds, beside the medians: a stall (a page fault that waits
                    # for the kernel to compact memory into a huge page can take a second here)
                    # only ever slows a call, and hits any contender at random.
-                   **{f"{k}_best_ms": min(t for t, _, _ in v) * 1e3 for k, v in times.items()},
-                   **{f"{k}_over_np_load_best": min(t for t, _, _ in times[k]) /
-                      min(t for t, _, _ in times["np_load"])
+                   **{f"{k}_best_ms": min(t for t, *_ in v) * 1e3 for k, v in times.items()},
+                   **{f"{k}_over_np_load_best": min(t for t, *_ in times[k]) /
+                      min(t for t, *_ in times["np_load"])
                       for k in ("hit", "hit_pruned", "hit_keys")},
                    "phases_ms": _phases(case / "store", digest_file)}
             if "hit_json_only" in med:
@@ -392,7 +443,8 @@ def measure_scale(root: Path, sizes: dict[int, list[int]], repeats: int,
                   f"({row['hit_pruned_over_np_load']:.2f}x; CPU "
                   f"{row['hit_pruned_over_np_load_cpu']:.2f}x), by keys "
                   f"{row['hit_keys_over_np_load']:.2f}x; open {row['open_ms']:.1f} ms, "
-                  f"pruned {row['open_pruned_ms']:.1f} ms (CPU {row['open_pruned_cpu_ms']:.1f})",
+                  f"pruned {row['open_pruned_ms']:.1f} ms (CPU {row['open_pruned_cpu_ms']:.1f}); "
+                  f"as started {row['hit_as_started_over_np_load_as_started']:.2f}x",
                   flush=True)
             shutil.rmtree(case)
     return rows
@@ -412,7 +464,11 @@ def plot_scale(rows: list[dict], path: Path) -> Path:
               "hit_json_only": ("full hit, JSON indexes only (old store)", "tab:orange", "^",
                                 "--"),
               "open": ("open, as written", "tab:green", "v", ":"),
-              "open_pruned": ("open, after prune", "tab:olive", "<", ":")}
+              "open_pruned": ("open, after prune", "tab:olive", "<", ":"),
+              "np_load_as_started": ("np.load, as started (BLAS worker spinning)", "0.5",
+                                     "s", "--"),
+              "hit_as_started": ("full hit, as started (BLAS worker spinning)", "tab:cyan",
+                                 "o", "--")}
     for axes, (unit, what) in zip(grid, (("ms", "wall"), ("cpu_ms", "CPU"))):
         for ax, dim in zip(axes, dims):
             mine = sorted((r for r in rows if r["dim"] == dim), key=lambda r: r["n"])
@@ -542,6 +598,8 @@ def main(argv: list[str] | None = None) -> int:
             r["hit_pruned_over_np_load"]
         scale_headline[f"fresh-process hit by keys time / np.load time, {label}"] = \
             r["hit_keys_over_np_load"]
+        scale_headline[f"fresh-process hit time / np.load time, as started, {label}"] = \
+            r["hit_as_started_over_np_load_as_started"]
         scale_headline[f"fresh-process open ms, {label}"] = r["open_ms"]
         scale_headline[f"fresh-process open ms (pruned), {label}"] = r["open_pruned_ms"]
         scale_headline[f"fresh-process open CPU ms (pruned), {label}"] = r["open_pruned_cpu_ms"]

@@ -115,6 +115,12 @@ def test_store_hit_compares_with_numpy_on_the_same_bytes(smoke_dir):
     assert {"hit/np.load first read", "hit/np.load reopened", "open ms",
             "write/np.save"} <= set(doc["headline"])
     assert all(v > 0 for v in doc["headline"].values() if isinstance(v, int | float))
+    for row in doc["results"]["scale"]:  # each call timed after the wait for quiet and without
+        assert len(row["times_s"]["hit"]) == len(row["times_s"]["hit_as_started"])
+        assert {"hit", "np_load"} <= set(row["quiet_wait_ms"])
+        assert "hit_as_started" not in row["quiet_wait_ms"]
+        assert row["hit_as_started_over_np_load_as_started"] == pytest.approx(
+            row["hit_as_started_ms"] / row["np_load_as_started_ms"])
 
 
 @pytest.mark.slow

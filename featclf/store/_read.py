@@ -11,6 +11,12 @@ otherwise add a fifth to a hit of 84-dim vectors. What follows them (other diges
 order, new samples) goes through the keys and the sorted lookup of
 :class:`~featclf.store._index.ConfigIndex`.
 
+The reader threads gain only where they find a CPU of their own. On a 2-CPU machine, a
+thread spinning on the other one (OpenBLAS's idle workers busy-wait for a while after
+numpy's import and after each threaded BLAS call) leaves them the calling thread's CPU,
+and a hit then costs what checking, then reading, costs (``benchmarks/store_hit.py``
+measures both: ``hit`` and ``hit_as_started``).
+
 The checks are the same on both paths: a shard's size and ``.npy`` header are compared with
 its index on every read, and its xxh3-128 checksum is computed over the very bytes read
 (straight in ``out``) unless the file is provably unchanged since its writer hashed it (see
