@@ -189,10 +189,13 @@ def test_accuracy_within_half_a_point_of_scikit_learn_on_mnist5k_features(mnist_
 
 def test_path_matches_independent_fits_with_fewer_iterations(digits):
     X, X_test, y, _ = digits
-    grid = [1e-3, 1e-2, 1e-1, 1.0, 10.0]
-    path = regularization_path(TorchLogisticRegression(device="cpu"), X, y, grid[::-1])
+    # tol=1e-6: at the default 1e-4 a large C's fits from zero stop up to 65 % above the
+    # optimum (C = 1000 here), so two correct fits need not agree to 1e-3 (see below).
+    grid = [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0]
+    path = regularization_path(TorchLogisticRegression(device="cpu", tol=1e-6), X, y,
+                               grid[::-1])  # fmt: skip
     assert [step.C for step in path] == grid[::-1]  # the caller's order
-    cold = {C: TorchLogisticRegression(C=C, device="cpu").fit(X, y) for C in grid}
+    cold = {C: TorchLogisticRegression(C=C, device="cpu", tol=1e-6).fit(X, y) for C in grid}
     for step in path:
         f_path = _logistic_objective(step.estimator.coef_, step.estimator.intercept_, X, y,
                                      step.C)  # fmt: skip
@@ -201,6 +204,23 @@ def test_path_matches_independent_fits_with_fewer_iterations(digits):
         assert step.estimator.C == step.C
     # Warm starts: the whole path takes fewer L-BFGS iterations than the fits from zero.
     assert sum(s.n_iter for s in path) < 0.8 * sum(e.n_iter_ for e in cold.values())
+
+
+def test_a_warm_start_already_within_tol_still_solves_its_own_C(digits):
+    # At a large C the objective is nearly flat: the previous C's solution has every gradient
+    # entry below tol already, and a fit that stopped there would return it for every C.
+    X, _, y, _ = digits
+    path = regularization_path(TorchLogisticRegression(device="cpu"), X, y, [10.0, 100.0, 1e3])
+
+    def objective(estimator, C):
+        return _logistic_objective(estimator.coef_, estimator.intercept_, X, y, C)
+
+    for before, step in zip(path, path[1:]):
+        cold = TorchLogisticRegression(C=step.C, device="cpu").fit(X, y)
+        # Well below its start (the previous solution, scored at this C) and no worse than a
+        # fit from zero, which the same tolerance stops far above the optimum.
+        assert objective(step.estimator, step.C) < 0.95 * objective(before.estimator, step.C)
+        assert objective(step.estimator, step.C) <= objective(cold, step.C)
 
 
 def test_binary_problems_follow_scikit_learns_one_row_convention():
@@ -232,13 +252,15 @@ def test_multiclass_predict_is_the_argmax_of_coef_and_intercept(digits):
 def test_linear_probe_chooses_on_validation_and_refits_on_all_rows(digits):
     X, X_test, y, y_test = digits
     grid = [1e-5, 1e-3, 1e-1, 10.0]
-    probe = LinearProbe(TorchLogisticRegression(device="cpu"), Cs=grid, random_state=0).fit(X, y)
+    # (tol=1e-6: solutions tight enough for two ways of reaching one to agree to 1e-3)
+    probe = LinearProbe(TorchLogisticRegression(device="cpu", tol=1e-6), Cs=grid,
+                        random_state=0).fit(X, y)  # fmt: skip
     assert probe.validation_scores_.shape == (4,)
     best = probe.validation_scores_.max()
     assert probe.C_ == min(C for C, s in zip(grid, probe.validation_scores_) if s == best)
     assert probe.validation_scores_[0] < best  # 1e-5 underfits: the choice mattered
     # Refit on train + validation: the same solution as a fresh fit at C_ on all rows.
-    fresh = TorchLogisticRegression(C=probe.C_, device="cpu").fit(X, y)
+    fresh = TorchLogisticRegression(C=probe.C_, device="cpu", tol=1e-6).fit(X, y)
     f_probe = _logistic_objective(probe.coef_, probe.intercept_, X, y, probe.C_)
     assert f_probe == pytest.approx(_logistic_objective(fresh.coef_, fresh.intercept_, X, y,
                                                         probe.C_), rel=1e-3)  # fmt: skip

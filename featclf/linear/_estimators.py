@@ -108,6 +108,8 @@ class _TorchLinear(ClassifierMixin, BaseEstimator, metaclass=ABCMeta):
                     kind, Xt, target, W, b, C=float(self.C), fit_intercept=self.fit_intercept,
                     penalize_intercept=self._penalize_intercept, tol=float(self.tol),
                     max_iter=int(self.max_iter), smoothing=self._smoothing(),
+                    warm=init is not None,
+                    memory=None if shared is None else shared.setdefault("lbfgs", {}),
                 )  # fmt: skip
             W64 = W.detach().to("cpu", torch.float64).numpy()
             b64 = b.detach().to("cpu", torch.float64).numpy()
