@@ -24,6 +24,7 @@ from featclf.linear import (
     TorchLogisticRegression,
     regularization_path,
 )
+from featclf.linear._solver import _loss_and_grad
 from featclf.params import InvalidParameterError
 from featclf.sweep import Features, sweep
 
@@ -221,6 +222,37 @@ def test_a_warm_start_already_within_tol_still_solves_its_own_C(digits):
         # fit from zero, which the same tolerance stops far above the optimum.
         assert objective(step.estimator, step.C) < 0.95 * objective(before.estimator, step.C)
         assert objective(step.estimator, step.C) <= objective(cold, step.C)
+
+
+@pytest.mark.parametrize("kind", ["logistic", "crammer_singer", "logistic_binary"])
+def test_losses_take_no_subnormal_exponentials_and_stay_exact(kind):
+    # Scores 100 apart, as at a large C: their exponentials would be subnormal float32, whose
+    # arithmetic is up to 100x slower on x86 CPUs.
+    if kind == "logistic_binary":  # margins of 88: sigmoid(-88) is a subnormal float32
+        S = torch.tensor([[88.0], [-88.0], [0.5]])
+        target = torch.tensor([[1.0], [-1.0], [-1.0]])
+    elif kind == "logistic":  # exp(-90), exp(-95): subnormal
+        S = torch.tensor([[0.0, -90.0, -200.0], [50.0, -45.0, 0.0], [1.0, 2.0, 3.0]])
+        target = torch.tensor([0, 2, 1])
+    else:  # smoothed by 0.05: a margin 4.5 short is exp(-90)
+        S = torch.tensor([[0.0, -5.5, -200.0], [2.0, -3.0, 0.0], [1.0, 2.0, 3.0]])
+        target = torch.tensor([0, 2, 1])
+    loss, G = _loss_and_grad(kind, S, target, 0.05)
+    tiny = torch.finfo(torch.float32).tiny
+    assert not ((G != 0) & (G.abs() < tiny)).any(), G
+    # The same loss and gradient as float64 arithmetic without the floor, to float32 precision.
+    S64 = S.double().requires_grad_()
+    if kind == "logistic":
+        ref = torch.nn.functional.cross_entropy(S64, target, reduction="sum")
+    elif kind == "logistic_binary":
+        ref = torch.nn.functional.softplus(-target.double() * S64).sum()
+    else:
+        onehot = torch.nn.functional.one_hot(target, 3).double()
+        Z = (1.0 - onehot + S64 - S64.gather(1, target[:, None])) / 0.05
+        ref = 0.05 * (torch.logsumexp(Z, 1) - (Z * onehot).sum(1)).sum()
+    ref.backward()
+    assert float(loss) == pytest.approx(ref.item(), rel=1e-6, abs=1e-6)
+    assert torch.allclose(G.double(), S64.grad, rtol=1e-5, atol=1e-6)
 
 
 def test_binary_problems_follow_scikit_learns_one_row_convention():
