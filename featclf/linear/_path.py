@@ -42,7 +42,10 @@ def regularization_path(estimator: _TorchLinear, X, y, Cs: Sequence[float]) -> l
     Going the other way would begin with the hardest problem (large C: nearly unregularised,
     ill-conditioned, many iterations) from nothing. The one-vs-rest SVM starts half a step
     beyond the last solution (``TorchLinearSVC._path_start``) and builds its Newton
-    preconditioner (the Gram matrix of ``X``) once for the whole path.
+    preconditioner (the Gram matrix of ``X``) once for the whole path. An L-BFGS fit
+    (logistic regression, Crammer-Singer) starts from the last one's curvature pairs too, and
+    runs until its gradient is under 0.3x its start's as well as below ``tol``: at a large C
+    the last solution already meets ``tol`` for the next C while far from its optimum.
 
     Parameters
     ----------
