@@ -134,12 +134,12 @@ def _lbfgs(kind: str, X: torch.Tensor, target: torch.Tensor, W: torch.Tensor, b:
     if warm:
         tol = min(tol, _WARM_PROGRESS * float(g.abs().max()))
     pairs: list[tuple[torch.Tensor, torch.Tensor, float]] = []
-    penalised = torch.ones_like(theta)
-    if not penalize_intercept:
-        penalised[k * d:] = 0.0
     key = (kind, tuple(theta.shape), theta.dtype, theta.device)
     if memory is not None and memory.get("key") == key:
         shift = alpha - memory["alpha"]
+        penalised = torch.ones_like(theta)
+        if not penalize_intercept:
+            penalised[k * d:] = 0.0
         for s, y, _ in memory["pairs"]:
             y = y + shift * penalised * s
             sy = float(s @ y)
